@@ -1,0 +1,188 @@
+r"""Optimizers and learning-rate schedules. State lives on the model's device.
+
+Every optimizer updates the parameter dict in place from a gradient dict with the same
+keys. L2 weight decay adds :math:`\lambda W` to the gradient of every weight matrix
+(``w*``; biases are not decayed), except ``adamw`` which decays decoupled from the
+adaptive step (Loshchilov & Hutter).
+
+===========  ===============================================================
+``gd``       :math:`W \leftarrow W - \eta g` (the paper; full batch is a trainer setting)
+``sgd``      the same rule on minibatches
+``momentum`` :math:`v \leftarrow \mu v + g,\; W \leftarrow W - \eta v`
+``nesterov`` :math:`v \leftarrow \mu v + g,\; W \leftarrow W - \eta (g + \mu v)`
+``adam``     Kingma & Ba with bias correction
+``adamw``    Adam with decoupled weight decay
+===========  ===============================================================
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from .backend import get_backend
+
+
+class Optimizer:
+    """Base class: holds the learning rate, the step count and per-parameter buffers."""
+
+    name = "base"
+    buffer_names: tuple[str, ...] = ()
+
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0):
+        if not lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.lr, self.weight_decay, self.t = float(lr), float(weight_decay), 0
+        self.state: dict[str, dict] = {b: {} for b in self.buffer_names}
+
+    def _decayed(self, key, g, w):
+        if self.weight_decay and key.startswith("w"):
+            return g + self.weight_decay * w
+        return g
+
+    def _buffer(self, kind, key, like, xp):
+        buf = self.state[kind].get(key)
+        if buf is None:
+            buf = self.state[kind][key] = xp.zeros_like(like)
+        return buf
+
+    def step(self, params: dict, grads: dict, xp) -> None:
+        """One update of every parameter in ``params`` (in place)."""
+        self.t += 1
+        for key, g in grads.items():
+            self._update(key, params, g, xp)
+
+    def _update(self, key, params, g, xp):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ----- checkpoints ------------------------------------------------------------------
+    def config(self) -> dict:
+        return {"name": self.name, "lr": self.lr, "weight_decay": self.weight_decay}
+
+    def state_dict(self, backend) -> dict:
+        """Host copies of every buffer plus the scalars (for checkpoints)."""
+        out = {"t": self.t, "lr": self.lr}
+        for kind, bufs in self.state.items():
+            for key, v in bufs.items():
+                out[f"{kind}/{key}"] = backend.to_numpy(v)
+        return out
+
+    def load_state_dict(self, state: dict, backend) -> None:
+        """Restore :meth:`state_dict` output onto ``backend``'s device."""
+        backend = get_backend(backend)
+        self.t, self.lr = int(state["t"]), float(state["lr"])
+        self.state = {b: {} for b in self.buffer_names}
+        for name, v in state.items():
+            kind, _, key = name.partition("/")
+            if key:
+                self.state.setdefault(kind, {})[key] = backend.asarray(v)
+
+
+class SGD(Optimizer):
+    name = "sgd"
+
+    def _update(self, key, params, g, xp):
+        params[key] -= self.lr * self._decayed(key, g, params[key])
+
+
+class GD(SGD):
+    """Plain gradient descent; the paper runs it on the full batch."""
+    name = "gd"
+
+
+class Momentum(Optimizer):
+    name = "momentum"
+    buffer_names = ("v",)
+    nesterov = False
+
+    def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+
+    def config(self):
+        return {**super().config(), "momentum": self.momentum}
+
+    def _update(self, key, params, g, xp):
+        g = self._decayed(key, g, params[key])
+        v = self._buffer("v", key, g, xp)
+        v *= self.momentum
+        v += g
+        params[key] -= self.lr * (g + self.momentum * v if self.nesterov else v)
+
+
+class Nesterov(Momentum):
+    name = "nesterov"
+    nesterov = True
+
+
+class Adam(Optimizer):
+    name = "adam"
+    buffer_names = ("m", "v")
+    decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.beta1, self.beta2, self.eps = float(betas[0]), float(betas[1]), float(eps)
+
+    def config(self):
+        return {**super().config(), "betas": [self.beta1, self.beta2], "eps": self.eps}
+
+    def _update(self, key, params, g, xp):
+        w = params[key]
+        if self.decoupled:
+            if self.weight_decay and key.startswith("w"):
+                w *= 1.0 - self.lr * self.weight_decay
+        else:
+            g = self._decayed(key, g, w)
+        m, v = self._buffer("m", key, g, xp), self._buffer("v", key, g, xp)
+        m *= self.beta1
+        m += (1.0 - self.beta1) * g
+        v *= self.beta2
+        v += (1.0 - self.beta2) * (g * g)
+        step = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
+        w -= step * m / (xp.sqrt(v) + self.eps * math.sqrt(1.0 - self.beta2 ** self.t))
+
+
+class AdamW(Adam):
+    name = "adamw"
+    decoupled = True
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (GD, SGD, Momentum, Nesterov, Adam, AdamW)
+}
+
+
+def make_optimizer(name: str, lr: float, weight_decay: float = 0.0, **kwargs) -> Optimizer:
+    """An optimizer by name (see the module docstring)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+# ----- learning-rate schedules: epoch (0-based) -> learning rate ---------------------------
+
+def make_schedule(name: str, lr: float, epochs: int, *, step_size: int = 10, gamma: float = 0.1,
+                  min_lr: float = 0.0, warmup: int = 0) -> Callable[[int], float]:
+    """``constant``, ``step`` (x gamma every ``step_size`` epochs) or ``cosine`` (to ``min_lr``
+    at the last epoch), each with an optional linear warm-up over ``warmup`` epochs."""
+    if name == "constant":
+        base = lambda e: lr  # noqa: E731
+    elif name == "step":
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        base = lambda e: lr * gamma ** (e // step_size)  # noqa: E731
+    elif name == "cosine":
+        span = max(epochs - 1 - warmup, 1)
+        base = lambda e: min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(e - warmup, span) / span))  # noqa: E731
+    else:
+        raise ValueError(f"unknown schedule {name!r}; choose from constant, step, cosine")
+    if warmup > 0:
+        return lambda e: lr * (e + 1) / warmup if e < warmup else base(e)
+    return base
+
+
+SCHEDULES = ("constant", "step", "cosine")

@@ -1,0 +1,251 @@
+"""The training loop: minibatches or the full batch, metrics, early stopping, progress.
+
+Data flow (see docs/architecture.md): pixels arrive on the device as uint8 rows, once.
+Each step gathers a batch by index on the device and scales it to [0, 1] there;
+loss and correct counts accumulate as device scalars; the host reads them back once
+per epoch, in one transfer, for the history and the progress line. Nothing in a step
+waits for the device.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from . import functional as F
+from .backend import host_rng
+from .model import MLP
+from .optim import Optimizer, make_schedule
+
+PIXEL_SCALE = 1.0 / 255.0
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says at which epoch and what to try."""
+
+
+@dataclass
+class History:
+    """One row per epoch: epoch, seconds, lr, train_loss, train_accuracy, val_loss, val_accuracy."""
+    rows: list = field(default_factory=list)
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: str) -> list:
+        return [r.get(key) for r in self.rows]
+
+    def to_dataframe(self):
+        import pandas as pd
+        return pd.DataFrame(self.rows)
+
+
+def prepare_inputs(x, model: MLP):
+    """Rows as the model's float dtype; integer pixels (0-255) are scaled to [0, 1]."""
+    xp = model.xp
+    if xp.isdtype(x.dtype, "integral"):
+        return xp.astype(x, model.dtype) * PIXEL_SCALE
+    return x if x.dtype == model.dtype else xp.astype(x, model.dtype)
+
+
+def evaluate(model: MLP, x, y, batch_size: int = 10_000, normalizer=None):
+    """(sum of per-batch mean losses weighted by batch size, number correct) as device
+    scalars: divide by ``x.shape[0]`` on the host for the means. No host sync."""
+    xp = model.xp
+    loss_sum = correct = None
+    for i in range(0, x.shape[0], batch_size):
+        j = min(i + batch_size, x.shape[0])
+        xb, yb = prepare_inputs(x[i:j, ...], model), y[i:j]
+        cache = model.forward(xb)
+        l_b = model.loss(cache, yb) * xb.shape[0]
+        c_b = F.accuracy_count(cache.output, yb, xp)
+        loss_sum = l_b if loss_sum is None else loss_sum + l_b
+        correct = c_b if correct is None else correct + c_b
+    return loss_sum, correct
+
+
+class Trainer:
+    """Trains ``model`` with ``optimizer``; keeps the epoch, history and RNG for resuming.
+
+    ``batch_size=None`` trains on the full batch each epoch (the paper's gradient
+    descent). ``schedule`` maps a 0-based epoch to a learning rate. ``normalizer``
+    replaces the sample count in the gradient's mean (the paper's quirk). With
+    ``patience`` set, training stops once the validation loss has not improved for that
+    many epochs and the best weights are restored.
+    """
+
+    def __init__(self, model: MLP, optimizer: Optimizer, *, batch_size: int | None = 128,
+                 schedule: Callable[[int], float] | None = None, seed=0, shuffle: bool = True,
+                 normalizer=None, patience: int | None = None, progress: str = "auto",
+                 log: Callable[[str], None] = print, callbacks: Iterable[Callable] = ()):
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None for the full batch, got {batch_size}")
+        if progress not in ("auto", "bar", "lines", "none"):
+            raise ValueError(f"progress must be auto, bar, lines or none, got {progress!r}")
+        self.model, self.optimizer = model, optimizer
+        self.batch_size, self.shuffle, self.normalizer = batch_size, shuffle, normalizer
+        self.schedule = schedule or make_schedule("constant", optimizer.lr, 1)
+        self.rng = host_rng(seed)
+        self.patience, self.progress, self.log = patience, progress, log
+        self.callbacks = list(callbacks)
+        self.epoch = 0
+        self.history = History()
+        self.best = None  # (val_loss, epoch, params) when early stopping
+        self.stop_reason = ""
+
+    # ----- one epoch ------------------------------------------------------------------
+    def _batches(self, n: int):
+        """Index slices for one epoch: device index arrays, or None for the full batch."""
+        if self.batch_size is None or self.batch_size >= n:
+            return [None]
+        order = self.rng.permutation(n) if self.shuffle else range(n)
+        perm = self.model.backend.asarray(order, "int64")  # one host->device copy, no sync
+        return [perm[i:min(i + self.batch_size, n)] for i in range(0, n, self.batch_size)]
+
+    def train_epoch(self, x, y, bar=None):
+        """One pass over (x, y); returns (loss_sum, correct) as device scalars.
+
+        The training metrics come from each step's own forward pass, before its update
+        (as in the paper), so the full-batch mode runs the network once per epoch.
+        """
+        model, xp = self.model, self.model.xp
+        full = None
+        loss_sum = correct = None
+        for idx in self._batches(x.shape[0]):
+            if idx is None:
+                if full is None:
+                    full = self._full_batch(x)
+                xb, yb = full, y
+            else:
+                xb = prepare_inputs(xp.take(x, idx, axis=0), model)
+                yb = xp.take(y, idx, axis=0)
+            loss, grads, cache = model.loss_and_grads(xb, yb, self.normalizer)
+            self.optimizer.step(model.params, grads, xp)
+            l_b, c_b = loss * xb.shape[0], F.accuracy_count(cache.output, yb, xp)
+            loss_sum = l_b if loss_sum is None else loss_sum + l_b
+            correct = c_b if correct is None else correct + c_b
+            if bar is not None:
+                bar.update(xb.shape[0])
+        return loss_sum, correct
+
+    def _full_batch(self, x):
+        # Scaled once and kept: the full batch is the same every epoch.
+        key = (id(x), x.shape)
+        if getattr(self, "_full_key", None) != key:
+            self._full_key, self._full_x = key, prepare_inputs(x, self.model)
+        return self._full_x
+
+    # ----- the loop -------------------------------------------------------------------
+    def fit(self, x, y, epochs: int, x_val=None, y_val=None) -> History:
+        """Train until ``epochs`` epochs have run in total (a resumed trainer continues).
+
+        ``x``/``y`` are device arrays (uint8 pixels or floats; integer labels). Raises
+        :class:`TrainingDiverged` on a NaN/inf loss. On Ctrl-C every callback's
+        ``on_interrupt(trainer)`` runs before the KeyboardInterrupt propagates.
+        """
+        model, backend = self.model, self.model.backend
+        n, has_val = x.shape[0], x_val is not None and x_val.shape[0] > 0
+        self.stop_reason = ""
+        try:
+            while self.epoch < epochs:
+                lr = self.optimizer.lr = float(self.schedule(self.epoch))
+                t0 = time.perf_counter()
+                bar = self._bar(epochs, n)
+                loss_sum, correct = self.train_epoch(x, y, bar)
+                sums = [loss_sum, model.xp.astype(correct, model.dtype)]
+                if has_val:
+                    vl, vc = evaluate(model, x_val, y_val, normalizer=self.normalizer)
+                    sums += [vl, model.xp.astype(vc, model.dtype)]
+                values = backend.to_numpy(model.xp.stack(sums))  # the epoch's one host sync
+                seconds = time.perf_counter() - t0
+                row = {"epoch": self.epoch + 1, "seconds": seconds, "lr": lr,
+                       "train_loss": float(values[0]) / n, "train_accuracy": float(values[1]) / n}
+                if has_val:
+                    m = x_val.shape[0]
+                    row.update(val_loss=float(values[2]) / m, val_accuracy=float(values[3]) / m)
+                if bar is not None:
+                    bar.set_postfix_str(self._summary(row, short=True))
+                    bar.close()
+                self.epoch += 1
+                self.history.append(row)
+                if not all(math.isfinite(v) for v in values.tolist()):
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {row['epoch']}: the loss is {row['train_loss']} "
+                        f"(lr {lr:g}). Lower the learning rate (--lr), use a scaled init (he, lecun), "
+                        f"or use --optimizer adam")
+                if self.progress == "lines" or (self.progress == "auto" and bar is None):
+                    self.log(self._summary(row, epochs=epochs))
+                for cb in self.callbacks:
+                    if hasattr(cb, "on_epoch_end"):
+                        cb.on_epoch_end(self, row)
+                    elif callable(cb):
+                        cb(self, row)
+                if has_val and self.patience is not None and self._early_stop(row):
+                    break
+        except KeyboardInterrupt:
+            for cb in self.callbacks:
+                if hasattr(cb, "on_interrupt"):
+                    cb.on_interrupt(self)
+            raise
+        if self.best is not None and self.patience is not None:
+            model.params = self.best[2]
+            if self.stop_reason:
+                self.log(f"early stopping: {self.stop_reason}; restored the weights of epoch {self.best[1]}")
+        return self.history
+
+    def _early_stop(self, row) -> bool:
+        val = row["val_loss"]
+        if self.best is None or val < self.best[0]:
+            xp = self.model.xp
+            self.best = (val, row["epoch"], {k: xp.astype(v, v.dtype, copy=True)
+                                              for k, v in self.model.params.items()})
+            return False
+        if row["epoch"] - self.best[1] >= self.patience:
+            self.stop_reason = (f"validation loss has not improved for {self.patience} epochs "
+                                f"(best {self.best[0]:.4f} at epoch {self.best[1]})")
+            return True
+        return False
+
+    # ----- progress -------------------------------------------------------------------
+    def _bar(self, epochs, n):
+        use_bar = self.progress == "bar" or (self.progress == "auto" and sys.stderr.isatty())
+        if not use_bar:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=n, desc=f"epoch {self.epoch + 1}/{epochs}", unit="img", leave=True,
+                    dynamic_ncols=True)
+
+    @staticmethod
+    def _summary(row, epochs=None, short=False) -> str:
+        parts = [] if short else [f"epoch {row['epoch']}" + (f"/{epochs}" if epochs else "")]
+        parts.append(f"loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%}")
+        if "val_loss" in row:
+            parts.append(f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.2%}")
+        if not short:
+            parts.append(f"lr {row['lr']:.3g}  {row['seconds']:.2f}s")
+        return "  ".join(parts)
+
+    # ----- resuming -------------------------------------------------------------------
+    def state(self) -> dict:
+        """Host-side state for checkpoints: epoch, history rows, RNG state."""
+        return {"epoch": self.epoch, "history": list(self.history.rows),
+                "rng_state": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.history = History(list(state.get("history", [])))
+        self.rng.bit_generator.state = state["rng_state"]
+
+
+def fit(model: MLP, optimizer: Optimizer, x, y, *, epochs: int, x_val=None, y_val=None,
+        **trainer_kwargs) -> History:
+    """Train ``model`` in one call; see :class:`Trainer` for the options."""
+    return Trainer(model, optimizer, **trainer_kwargs).fit(x, y, epochs, x_val, y_val)
+
+
+train = fit
