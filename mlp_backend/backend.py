@@ -35,6 +35,7 @@ ENV_DEVICE = "MLP_BACKEND_DEVICE"
 __all__ = [
     "Backend", "BackendError", "get_backend", "to_numpy", "cuda_available",
     "available_backends", "array_backend", "ENV_DEVICE", "use", "host_rng",
+    "ops_for", "PortableOps", "BufferOps", "CupyOps",
 ]
 
 _default: "str | None" = None
@@ -139,6 +140,11 @@ class Backend:
         elif self.name == "torch" and self.device.type == "cuda":
             import torch
             torch.cuda.synchronize(self.device)
+
+    @property
+    def ops(self) -> "PortableOps":
+        """This backend's kernels (see :func:`ops_for`)."""
+        return ops_for(self.xp)
 
     def owns(self, x) -> bool:
         """True when ``x`` is an array of this namespace on this device."""
@@ -278,3 +284,313 @@ def available_backends() -> list[dict]:
         except BackendError as exc:
             rows.append({"device": spec, "usable": False, "reason": str(exc)})
     return rows
+
+
+# ---------------------------------------------------------------------------------
+# kernels: the one place for out=/in-place/fused fast paths
+#
+# The maths modules call these primitives through ``ops_for(xp)``. Every primitive has
+# a portable Array-API definition (:class:`PortableOps`, the reference and the path of
+# torch and array_api_strict); :class:`BufferOps` computes the same thing into
+# caller-owned buffers with ``out=`` (NumPy and CuPy, which share that API), and
+# :class:`CupyOps` replaces the elementwise chains by fused CUDA kernels. ``out`` and
+# scratch arguments are hints: the portable path ignores them and allocates.
+
+class PortableOps:
+    """Reference kernels: plain Array-API expressions, new arrays every call."""
+
+    reuses_buffers = False  # True where ``out=`` buffers are honoured (no per-step allocation)
+    fused = False           # True where elementwise chains run as single fused kernels
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    # ----- data -----------------------------------------------------------------
+    def empty(self, shape, dtype, device):
+        return self.xp.empty(shape, dtype=dtype, device=device)
+
+    def gather_rows(self, x, idx, out=None):
+        """``x[idx]`` along axis 0."""
+        return self.xp.take(x, idx, axis=0)
+
+    def cast_scale(self, x, dtype, scale=None, out=None):
+        """``x`` cast to ``dtype``, times ``scale`` when given (integer pixels -> [0, 1])."""
+        xp = self.xp
+        y = x if x.dtype == dtype else xp.astype(x, dtype)
+        return y * scale if scale is not None else y
+
+    # ----- layers ---------------------------------------------------------------
+    def linear(self, a, w, b, out=None):
+        """``a @ w + b``."""
+        return a @ w + b
+
+    def relu(self, z, out=None):
+        """``max(z, 0)``; with ``out=z`` it runs in place where buffers are honoured."""
+        return self.xp.where(z > 0, z, 0.0)
+
+    def linear_relu(self, a, w, b, out=None):
+        """``relu(a @ w + b)`` (bias and activation fused into one kernel on CuPy)."""
+        return self.relu(self.linear(a, w, b, out), out)
+
+    def relu_backward(self, grad_a, a, out=None, mask=None):
+        """``grad_a`` where ``a > 0``, else 0 (``out`` may be ``grad_a`` itself)."""
+        return self.xp.where(a > 0, grad_a, 0.0)
+
+    def softmax(self, z, out=None, rowbuf=None):
+        """(softmax(z), logsumexp(z) per row as (n, 1)): the log-sum-exp lets the
+        cross-entropy come from the logits without a second pass of exponentials."""
+        xp = self.xp
+        m = xp.max(z, axis=1, keepdims=True)
+        e = xp.exp(z - m)
+        s = xp.sum(e, axis=1, keepdims=True)
+        return e / s, m + xp.log(s)
+
+    def matmul_tn(self, a, b, out=None):
+        """``a.T @ b`` (no copy of the transpose)."""
+        return self.xp.matrix_transpose(a) @ b
+
+    def matmul_nt(self, a, b, out=None):
+        """``a @ b.T``."""
+        return a @ self.xp.matrix_transpose(b)
+
+    def sum_rows(self, x, out=None):
+        """``sum(x, axis=0)``."""
+        return self.xp.sum(x, axis=0)
+
+    def sub_scaled(self, a, y, scale, out=None):
+        """``(a - y) * scale``: the fused softmax–cross-entropy gradient dL/dz."""
+        return (a - y) * scale
+
+    # ----- optimizer updates, in place on w (and the state buffers) ---------------
+    def sgd_(self, w, g, lr, wd=0.0, tmp=None):
+        if wd:
+            g = g + wd * w
+        w -= lr * g
+
+    def momentum_(self, w, v, g, lr, mu, wd=0.0, nesterov=False, tmp=None):
+        if wd:
+            g = g + wd * w
+        v *= mu
+        v += g
+        w -= lr * (g + mu * v if nesterov else v)
+
+    def adam_(self, w, m, v, g, lr, b1, b2, eps, step, wd=0.0, decoupled=False, tmp=None):
+        """Adam with the bias corrections folded into ``step`` and ``eps`` by the caller."""
+        xp = self.xp
+        if decoupled:
+            if wd:
+                w *= 1.0 - lr * wd
+        elif wd:
+            g = g + wd * w
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        w -= step * m / (xp.sqrt(v) + eps)
+
+
+class BufferOps(PortableOps):
+    """NumPy (and CuPy) kernels that write into caller-owned buffers with ``out=``.
+
+    ``mod`` is the array module itself (``numpy`` or ``cupy``), whose ufuncs, ``matmul``,
+    ``take`` and reductions all accept ``out=``. With ``out=None`` each call allocates,
+    exactly like :class:`PortableOps`, so these kernels also serve one-off calls.
+    """
+
+    reuses_buffers = True
+
+    def __init__(self, xp, mod):
+        super().__init__(xp)
+        self.m = mod
+
+    def gather_rows(self, x, idx, out=None):
+        return self.m.take(x, idx, axis=0, out=out)
+
+    def cast_scale(self, x, dtype, scale=None, out=None):
+        m = self.m
+        if scale is None:
+            if out is None:
+                return x if x.dtype == dtype else x.astype(dtype)
+            m.copyto(out, x, casting="unsafe")
+            return out
+        # uint8 * float32 -> float32 loop: no float64 detour, no intermediate array
+        return m.multiply(x, m.asarray(scale, dtype=dtype), out=out, dtype=dtype)
+
+    def linear(self, a, w, b, out=None):
+        m = self.m
+        z = m.matmul(a, w, out=out)
+        return m.add(z, b, out=z)
+
+    def relu(self, z, out=None):
+        return self.m.maximum(z, 0, out=out)
+
+    def relu_backward(self, grad_a, a, out=None, mask=None):
+        m = self.m
+        mask = m.greater(a, 0, out=mask)
+        return m.multiply(grad_a, mask, out=out)
+
+    def softmax(self, z, out=None, rowbuf=None):
+        m = self.m
+        mx = m.max(z, axis=1, keepdims=True, out=None if rowbuf is None else rowbuf[0])
+        e = m.subtract(z, mx, out=out)
+        m.exp(e, out=e)
+        s = m.sum(e, axis=1, keepdims=True, out=None if rowbuf is None else rowbuf[1])
+        m.divide(e, s, out=e)
+        lse = m.log(s, out=s)
+        return e, m.add(lse, mx, out=lse)
+
+    def matmul_tn(self, a, b, out=None):
+        return self.m.matmul(a.T, b, out=out)
+
+    def matmul_nt(self, a, b, out=None):
+        return self.m.matmul(a, b.T, out=out)
+
+    def sum_rows(self, x, out=None):
+        return self.m.sum(x, axis=0, out=out)
+
+    def sub_scaled(self, a, y, scale, out=None):
+        m = self.m
+        d = m.subtract(a, y, out=out)
+        return m.multiply(d, scale, out=d)
+
+    def _tmp(self, tmp, like):
+        return tmp if tmp is not None else self.m.empty_like(like)
+
+    def sgd_(self, w, g, lr, wd=0.0, tmp=None):
+        m, t = self.m, self._tmp(tmp, w)
+        if wd:
+            m.multiply(w, wd, out=t)
+            m.add(t, g, out=t)
+            m.multiply(t, lr, out=t)
+        else:
+            m.multiply(g, lr, out=t)
+        m.subtract(w, t, out=w)
+
+    def momentum_(self, w, v, g, lr, mu, wd=0.0, nesterov=False, tmp=None):
+        m, t = self.m, self._tmp(tmp, w)
+        if wd:
+            g = g + wd * w
+        m.multiply(v, mu, out=v)
+        m.add(v, g, out=v)
+        if nesterov:
+            m.multiply(v, mu, out=t)
+            m.add(t, g, out=t)
+            m.multiply(t, lr, out=t)
+        else:
+            m.multiply(v, lr, out=t)
+        m.subtract(w, t, out=w)
+
+    def adam_(self, w, m_, v, g, lr, b1, b2, eps, step, wd=0.0, decoupled=False, tmp=None):
+        m, t = self.m, self._tmp(tmp, w)
+        if decoupled:
+            if wd:
+                m.multiply(w, 1.0 - lr * wd, out=w)
+        elif wd:
+            g = g + wd * w
+        m.multiply(m_, b1, out=m_)
+        m.multiply(g, 1.0 - b1, out=t)
+        m.add(m_, t, out=m_)
+        m.multiply(v, b2, out=v)
+        m.multiply(g, g, out=t)
+        m.multiply(t, 1.0 - b2, out=t)
+        m.add(v, t, out=v)
+        m.sqrt(v, out=t)
+        m.add(t, eps, out=t)
+        m.divide(m_, t, out=t)
+        m.multiply(t, step, out=t)
+        m.subtract(w, t, out=w)
+
+
+class CupyOps(BufferOps):
+    """CuPy: :class:`BufferOps` plus fused elementwise kernels (one launch per chain).
+
+    Kernels are compiled on first use; each mirrors a :class:`PortableOps` expression,
+    and ``tests/test_fast_paths.py`` checks them against it on a GPU (``-m gpu``).
+    """
+
+    fused = True
+
+    def __init__(self, xp, mod):
+        super().__init__(xp, mod)
+        self._k = {}
+
+    def _kernel(self, name):
+        k = self._k.get(name)
+        if k is None:
+            ek = self.m.ElementwiseKernel
+            k = self._k[name] = {
+                "bias_relu": lambda: ek("T b", "T z", "z = max(z + b, (T)0)", "mlpb_bias_relu"),
+                "relu_bwd": lambda: ek("T g, T a", "T o", "o = a > (T)0 ? g : (T)0", "mlpb_relu_bwd"),
+                "scale": lambda: ek("X x, T s", "T o", "o = (T)x * s", "mlpb_scale"),
+                "sub_scaled": lambda: ek("T a, T y, T s", "T d", "d = (a - y) * s", "mlpb_sub_scaled"),
+                "sgd": lambda: ek("T g, T lr, T wd", "T w", "w -= lr * (g + wd * w)", "mlpb_sgd"),
+                "momentum": lambda: ek(
+                    "T g, T lr, T mu, T wd, bool nesterov", "T w, T v",
+                    "T gg = g + wd * w; v = mu * v + gg; w -= lr * (nesterov ? gg + mu * v : v)",
+                    "mlpb_momentum"),
+                "adam": lambda: ek(
+                    "T g, T lr, T b1, T b2, T eps, T step, T wd, bool decoupled", "T w, T m, T v",
+                    "T gg = g; if (decoupled) { w *= (T)1 - lr * wd; } else { gg = g + wd * w; } "
+                    "m = b1 * m + ((T)1 - b1) * gg; v = b2 * v + ((T)1 - b2) * gg * gg; "
+                    "w -= step * m / (sqrt(v) + eps)",
+                    "mlpb_adam"),
+            }[name]()
+        return k
+
+    @staticmethod
+    def _s(value, like):
+        # a host scalar of the array's dtype: passed by value to the kernel (no transfer, no sync)
+        return like.dtype.type(value)
+
+    def cast_scale(self, x, dtype, scale=None, out=None):
+        if scale is None:
+            return super().cast_scale(x, dtype, None, out)
+        if out is None:
+            out = self.m.empty(x.shape, dtype=dtype)
+        return self._kernel("scale")(x, self._s(scale, out), out)
+
+    def linear_relu(self, a, w, b, out=None):
+        z = self.m.matmul(a, w, out=out)
+        return self._kernel("bias_relu")(b, z)
+
+    def relu_backward(self, grad_a, a, out=None, mask=None):
+        return self._kernel("relu_bwd")(grad_a, a, out) if out is not None else self._kernel("relu_bwd")(grad_a, a)
+
+    def sub_scaled(self, a, y, scale, out=None):
+        k = self._kernel("sub_scaled")
+        return k(a, y, self._s(scale, a), out) if out is not None else k(a, y, self._s(scale, a))
+
+    def sgd_(self, w, g, lr, wd=0.0, tmp=None):
+        self._kernel("sgd")(g, self._s(lr, w), self._s(wd, w), w)
+
+    def momentum_(self, w, v, g, lr, mu, wd=0.0, nesterov=False, tmp=None):
+        self._kernel("momentum")(g, self._s(lr, w), self._s(mu, w), self._s(wd, w), bool(nesterov), w, v)
+
+    def adam_(self, w, m_, v, g, lr, b1, b2, eps, step, wd=0.0, decoupled=False, tmp=None):
+        s = lambda val: self._s(val, w)  # noqa: E731
+        self._kernel("adam")(g, s(lr), s(b1), s(b2), s(eps), s(step), s(wd), bool(decoupled), w, m_, v)
+
+
+_OPS: dict = {}
+_FORCE_PORTABLE = os.environ.get("MLP_BACKEND_PORTABLE") == "1"
+
+
+def ops_for(xp, portable: bool = False) -> PortableOps:
+    """The kernels for namespace ``xp``: buffer-reusing on NumPy, fused on CuPy, else portable.
+
+    ``portable=True`` (or ``MLP_BACKEND_PORTABLE=1`` in the environment at import) forces
+    the reference kernels everywhere, for parity tests and for debugging.
+    """
+    key = (id(xp), portable or _FORCE_PORTABLE)
+    ops = _OPS.get(key)
+    if ops is None:
+        portable = key[1]
+        if not portable and array_api_compat.is_numpy_namespace(xp):
+            ops = BufferOps(xp, np)
+        elif not portable and array_api_compat.is_cupy_namespace(xp):
+            import cupy
+            ops = CupyOps(xp, cupy)
+        else:
+            ops = PortableOps(xp)
+        _OPS[key] = ops
+    return ops

@@ -125,6 +125,11 @@ def cross_entropy(z, a, y, xp):
     return -xp.sum(y * log_softmax(z, xp)) / z.shape[0]
 
 
+def cross_entropy_from_lse(z, lse, y, xp):
+    """:func:`cross_entropy` given the rows' log-sum-exp of ``z`` (kept by the forward pass)."""
+    return -xp.sum(y * (z - lse)) / z.shape[0]
+
+
 def cross_entropy_grad(z, a, y, xp):
     """dL/da for cross-entropy on probabilities a (only used off the fused path)."""
     return -y / (xp.clip(a, 1e-12, None) * a.shape[0])

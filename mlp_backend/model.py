@@ -21,15 +21,18 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 from . import functional as F
-from .backend import get_backend, to_numpy
+from .backend import get_backend, ops_for, to_numpy
 from .init import initialize
 
 
 class Cache(NamedTuple):
     """What the backward pass needs: every layer's output (``a[0]`` is the input) and the
-    output layer's pre-activation ``z_out`` (for losses computed from logits)."""
+    output layer's pre-activation ``z_out`` (for losses computed from logits). ``lse`` is
+    the per-row log-sum-exp of ``z_out`` when the output is softmax, so the
+    cross-entropy needs no second pass of exponentials."""
     a: list
     z_out: object
+    lse: object = None
 
     @property
     def output(self):
@@ -123,16 +126,48 @@ class MLP:
                 f"output={self.output!r}, loss={self.loss_name!r}, dtype={self.dtype_name!r}, "
                 f"device={self.backend.label!r})")
 
+    # ----- buffers for the training loop's fast path ---------------------------------
+    @property
+    def ops(self):
+        """The backend's kernels (:mod:`mlp_backend.backend`): buffer-reusing on NumPy,
+        fused on CuPy, plain Array-API expressions elsewhere."""
+        return ops_for(self.xp)
+
+    def workspace(self, n: int) -> "Workspace | None":
+        """Preallocated activation/gradient buffers for batches of ``n`` rows, or None where
+        the backend allocates anyway. The training loop passes one to :meth:`forward` and
+        :meth:`backward` (through :meth:`loss_and_grads` while ``reuse_buffers`` is set),
+        so a step allocates nothing; results then live in these buffers until the next step."""
+        if not self.ops.reuses_buffers:
+            return None
+        key = (n, self.backend.label, self.dtype_name)
+        cache = self.__dict__.setdefault("_workspaces", {})
+        ws = cache.get(key)
+        if ws is None:
+            if len(cache) > 4:
+                cache.clear()
+            ws = cache[key] = Workspace(self, n)
+        return ws
+
     # ----- the maths ------------------------------------------------------------------
-    def forward(self, x) -> Cache:
+    def forward(self, x, workspace=None) -> Cache:
         """Run the network on rows ``x`` (n, sizes[0]); keep what backward needs."""
-        xp, a = self.xp, [x]
-        z = x
-        for i in range(1, self.n_layers + 1):
-            z = a[-1] @ self.params[f"w{i}"] + self.params[f"b{i}"]
-            act = self.activations[i - 1] if i < self.n_layers else self.output
-            a.append(F.ACTIVATIONS[act](z, xp))
-        return Cache(a, z)
+        xp, ops, ws, a = self.xp, self.ops, workspace, [x]
+        z, lse, last = x, None, self.n_layers
+        for i in range(1, last + 1):
+            w, b = self.params[f"w{i}"], self.params[f"b{i}"]
+            out = ws.z[i] if ws is not None else None
+            act = self.activations[i - 1] if i < last else self.output
+            if act == "relu" and i < last:  # hidden relu: bias and activation in place
+                a.append(ops.linear_relu(a[-1], w, b, out))
+                continue
+            z = ops.linear(a[-1], w, b, out)
+            if act == "softmax":
+                p, lse = ops.softmax(z, ws.p if ws is not None else None, ws.rows if ws is not None else None)
+                a.append(p)
+            else:
+                a.append(F.ACTIVATIONS[act](z, xp))
+        return Cache(a, z, lse)
 
     def targets(self, y):
         """Integer labels (n,) -> one-hot rows of the model's dtype; 2-D targets pass through."""
@@ -142,28 +177,48 @@ class MLP:
 
     def loss(self, cache: Cache, y):
         """The mean loss for targets ``y`` (labels or one-hot) as a 0-d device array."""
+        if self.loss_name == "cross_entropy" and cache.lse is not None:
+            return F.cross_entropy_from_lse(cache.z_out, cache.lse, self.targets(y), self.xp)
         return F.LOSSES[self.loss_name].value(cache.z_out, cache.output, self.targets(y), self.xp)
 
-    def backward(self, cache: Cache, y, normalizer=None) -> dict:
+    def backward(self, cache: Cache, y, normalizer=None, workspace=None) -> dict:
         """Every gradient ``{'w1': dL/dw1, 'b1': dL/db1, ...}`` for targets ``y``.
 
         ``normalizer`` replaces the sample count in the mean (see :func:`functional.output_delta`).
         """
-        xp, grads = self.xp, {}
-        delta = F.output_delta(self.output, self.loss_name, cache.z_out, cache.output,
-                               self.targets(y), xp, normalizer)
-        for i in range(self.n_layers, 0, -1):
-            grads[f"w{i}"] = xp.matrix_transpose(cache.a[i - 1]) @ delta
-            grads[f"b{i}"] = xp.sum(delta, axis=0)
+        xp, ops, ws, grads = self.xp, self.ops, workspace, {}
+        a, last = cache.a, self.n_layers
+        if (self.output, self.loss_name) in F.FUSED:  # dL/dz = (a - y) / n, in one kernel
+            scale = 1.0 / (a[-1].shape[0] if normalizer is None else normalizer)
+            delta = ops.sub_scaled(a[-1], self.targets(y), scale, ws.delta[last] if ws is not None else None)
+        else:
+            delta = F.output_delta(self.output, self.loss_name, cache.z_out, a[-1],
+                                   self.targets(y), xp, normalizer)
+        for i in range(last, 0, -1):
+            grads[f"w{i}"] = ops.matmul_tn(a[i - 1], delta, ws.gw[i] if ws is not None else None)
+            grads[f"b{i}"] = ops.sum_rows(delta, ws.gb[i] if ws is not None else None)
             if i > 1:
-                grad_a = delta @ xp.matrix_transpose(self.params[f"w{i}"])
-                delta = F.activation_backward(self.activations[i - 2], grad_a, cache.a[i - 1], xp)
+                grad_a = ops.matmul_nt(delta, self.params[f"w{i}"], ws.delta[i - 1] if ws is not None else None)
+                act = self.activations[i - 2]
+                if act == "relu":  # a mask, in place where buffers are reused
+                    delta = ops.relu_backward(grad_a, a[i - 1], grad_a if ws is not None else None,
+                                              ws.mask[i - 1] if ws is not None else None)
+                else:
+                    delta = F.activation_backward(act, grad_a, a[i - 1], xp)
         return grads
 
     def loss_and_grads(self, x, y, normalizer=None):
-        """(loss, grads, cache) for one batch: forward, loss, backward."""
-        cache = self.forward(x)
-        return self.loss(cache, y), self.backward(cache, y, normalizer), cache
+        """(loss, grads, cache) for one batch: forward, loss, backward.
+
+        While :attr:`reuse_buffers` is set (the training loop sets it for the steps of an
+        epoch) the results live in a per-batch-size :meth:`workspace` and are overwritten
+        by the next call; otherwise they are fresh arrays.
+        """
+        ws = self.workspace(x.shape[0]) if self.reuse_buffers else None
+        cache = self.forward(x, ws)
+        return self.loss(cache, y), self.backward(cache, y, normalizer, ws), cache
+
+    reuse_buffers = False
 
     # ----- inference ------------------------------------------------------------------
     def predict_proba(self, x):
@@ -173,3 +228,20 @@ class MLP:
     def predict(self, x):
         """The predicted class of each row (argmax of the output)."""
         return self.xp.argmax(self.predict_proba(x), axis=1)
+
+
+class Workspace:
+    """Buffers for one batch size: per layer ``z`` (pre-activations; hidden relu layers
+    keep their activations there, in place), ``delta`` (dL/dz), ``mask`` (relu masks),
+    ``gw``/``gb`` (gradients), plus the softmax output ``p`` and two (n, 1) row buffers."""
+
+    def __init__(self, model: MLP, n: int):
+        ops, dt, dev = model.ops, model.dtype, model.backend.device
+        sizes, last = model.sizes, model.n_layers
+        self.z = {i: ops.empty((n, sizes[i]), dt, dev) for i in range(1, last + 1)}
+        self.delta = {i: ops.empty((n, sizes[i]), dt, dev) for i in range(1, last + 1)}
+        self.mask = {i: ops.empty((n, sizes[i]), model.xp.bool, dev) for i in range(1, last)}
+        self.gw = {i: ops.empty((sizes[i - 1], sizes[i]), dt, dev) for i in range(1, last + 1)}
+        self.gb = {i: ops.empty((sizes[i],), dt, dev) for i in range(1, last + 1)}
+        self.p = ops.empty((n, sizes[-1]), dt, dev)
+        self.rows = (ops.empty((n, 1), dt, dev), ops.empty((n, 1), dt, dev))

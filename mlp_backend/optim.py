@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .backend import get_backend
+from .backend import get_backend, ops_for
 
 
 class Optimizer:
@@ -46,6 +46,17 @@ class Optimizer:
         if buf is None:
             buf = self.state[kind][key] = xp.zeros_like(like)
         return buf
+
+    def _scratch(self, key, like, ops):
+        """A private temporary per parameter (not state: never saved) where the backend
+        reuses buffers, so an update allocates nothing; None elsewhere."""
+        if not ops.reuses_buffers:
+            return None
+        bufs = self.__dict__.setdefault("_tmp", {})
+        t = bufs.get(key)
+        if t is None or t.shape != like.shape or t.dtype != like.dtype:
+            t = bufs[key] = ops.xp.empty_like(like)
+        return t
 
     def step(self, params: dict, grads: dict, xp) -> None:
         """One update of every parameter in ``params`` (in place)."""
@@ -83,7 +94,9 @@ class SGD(Optimizer):
     name = "sgd"
 
     def _update(self, key, params, g, xp):
-        params[key] -= self.lr * self._decayed(key, g, params[key])
+        ops, w = ops_for(xp), params[key]
+        wd = self.weight_decay if key.startswith("w") else 0.0
+        ops.sgd_(w, g, self.lr, wd, self._scratch(key, w, ops))
 
 
 class GD(SGD):
@@ -106,11 +119,10 @@ class Momentum(Optimizer):
         return {**super().config(), "momentum": self.momentum}
 
     def _update(self, key, params, g, xp):
-        g = self._decayed(key, g, params[key])
+        ops, w = ops_for(xp), params[key]
+        wd = self.weight_decay if key.startswith("w") else 0.0
         v = self._buffer("v", key, g, xp)
-        v *= self.momentum
-        v += g
-        params[key] -= self.lr * (g + self.momentum * v if self.nesterov else v)
+        ops.momentum_(w, v, g, self.lr, self.momentum, wd, self.nesterov, self._scratch(key, w, ops))
 
 
 class Nesterov(Momentum):
@@ -131,19 +143,13 @@ class Adam(Optimizer):
         return {**super().config(), "betas": [self.beta1, self.beta2], "eps": self.eps}
 
     def _update(self, key, params, g, xp):
-        w = params[key]
-        if self.decoupled:
-            if self.weight_decay and key.startswith("w"):
-                w *= 1.0 - self.lr * self.weight_decay
-        else:
-            g = self._decayed(key, g, w)
+        ops, w = ops_for(xp), params[key]
+        wd = self.weight_decay if key.startswith("w") else 0.0
         m, v = self._buffer("m", key, g, xp), self._buffer("v", key, g, xp)
-        m *= self.beta1
-        m += (1.0 - self.beta1) * g
-        v *= self.beta2
-        v += (1.0 - self.beta2) * (g * g)
-        step = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
-        w -= step * m / (xp.sqrt(v) + self.eps * math.sqrt(1.0 - self.beta2 ** self.t))
+        c2 = math.sqrt(1.0 - self.beta2 ** self.t)
+        step = self.lr * c2 / (1.0 - self.beta1 ** self.t)
+        ops.adam_(w, m, v, g, self.lr, self.beta1, self.beta2, self.eps * c2, step, wd, self.decoupled,
+                  self._scratch(key, w, ops))
 
 
 class AdamW(Adam):

@@ -112,26 +112,64 @@ class Trainer:
 
         The training metrics come from each step's own forward pass, before its update
         (as in the paper), so the full-batch mode runs the network once per epoch.
+
+        Each step gathers its rows from ``x`` as stored (uint8 pixels stay uint8 on the
+        device) and scales them on the fly; labels become one-hot rows gathered from a
+        table built once per data set. Where the backend reuses buffers (NumPy, CuPy) the
+        batch, the activations, the gradients and the optimizer's temporaries live in
+        preallocated buffers: a step allocates nothing.
         """
-        model, xp = self.model, self.model.xp
-        full = None
+        model, xp, ops = self.model, self.model.xp, self.model.ops
+        scale = PIXEL_SCALE if xp.isdtype(x.dtype, "integral") else None
+        targets = self._targets(y)
         loss_sum = correct = None
-        for idx in self._batches(x.shape[0]):
-            if idx is None:
-                if full is None:
-                    full = self._full_batch(x)
-                xb, yb = full, y
-            else:
-                xb = prepare_inputs(xp.take(x, idx, axis=0), model)
-                yb = xp.take(y, idx, axis=0)
-            loss, grads, cache = model.loss_and_grads(xb, yb, self.normalizer)
-            self.optimizer.step(model.params, grads, xp)
-            l_b, c_b = loss * xb.shape[0], F.accuracy_count(cache.output, yb, xp)
-            loss_sum = l_b if loss_sum is None else loss_sum + l_b
-            correct = c_b if correct is None else correct + c_b
-            if bar is not None:
-                bar.update(xb.shape[0])
+        model.reuse_buffers = ops.reuses_buffers
+        try:
+            for idx in self._batches(x.shape[0]):
+                if idx is None:
+                    xb, yb, tb = self._full_batch(x), y, targets
+                else:
+                    buf = self._buffers(idx.shape[0], x, y, targets)
+                    xb = ops.cast_scale(ops.gather_rows(x, idx, buf[0]), model.dtype, scale, buf[1])
+                    yb = ops.gather_rows(y, idx, buf[2])
+                    tb = yb if targets is y else ops.gather_rows(targets, idx, buf[3])
+                loss, grads, cache = model.loss_and_grads(xb, tb, self.normalizer)
+                self.optimizer.step(model.params, grads, xp)
+                l_b, c_b = loss * xb.shape[0], F.accuracy_count(cache.output, yb, xp)
+                loss_sum = l_b if loss_sum is None else loss_sum + l_b
+                correct = c_b if correct is None else correct + c_b
+                if bar is not None:
+                    bar.update(xb.shape[0])
+        finally:
+            model.reuse_buffers = False
         return loss_sum, correct
+
+    def _targets(self, y):
+        """One-hot rows for integer labels, built on the device once per (y, model dtype)."""
+        if y.ndim != 1:
+            return y
+        key = (id(y), y.shape, self.model.dtype_name, self.model.backend.label)
+        if getattr(self, "_targets_key", None) != key:
+            self._targets_key, self._targets_val = key, self.model.targets(y)
+        return self._targets_val
+
+    def _buffers(self, n, x, y, targets):
+        """(uint8 rows, float rows, labels, target rows) buffers for batches of n rows, or Nones."""
+        ops = self.model.ops
+        if not ops.reuses_buffers:
+            return (None, None, None, None)
+        key = (n, x.shape[1:], x.dtype, y.shape[1:], y.dtype, targets.shape[1:], targets.dtype, self.model.backend.label)
+        cache = self.__dict__.setdefault("_bufs", {})
+        buf = cache.get(key)
+        if buf is None:
+            if len(cache) > 4:
+                cache.clear()
+            dev, dt = self.model.backend.device, self.model.dtype
+            buf = cache[key] = (ops.empty((n, *x.shape[1:]), x.dtype, dev),
+                                ops.empty((n, *x.shape[1:]), dt, dev),
+                                ops.empty((n, *y.shape[1:]), y.dtype, dev),
+                                ops.empty((n, *targets.shape[1:]), targets.dtype, dev))
+        return buf
 
     def _full_batch(self, x):
         # Scaled once and kept: the full batch is the same every epoch.

@@ -1,0 +1,12 @@
+"""Benchmark mlp-backend against PyTorch eager, scikit-learn and the GEMM floor.
+
+    python benchmarks/bench.py [--device cuda] [--coretype-both] [--time-to-accuracy] [--widths 64,256,1024]
+
+Same as ``mlp-backend bench``; see :mod:`mlp_backend.bench` and docs/benchmarks.md.
+"""
+import sys
+
+from mlp_backend.bench import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Benchmark: mlp-backend against PyTorch eager and scikit-learn, and the GEMM floor.
+
+One interleaved run per net: every repeat times each candidate once, in turn, so load
+from other processes hits all of them alike; the report gives medians, min-max and the
+ratios. The *floor* is the epoch's matrix products alone (forward, weight gradients,
+input gradients for every batch shape of the epoch) at the BLAS rate measured in the
+same run, into preallocated outputs.
+
+    python benchmarks/bench.py                       # CPU, 1 BLAS thread, both nets
+    python benchmarks/bench.py --coretype-both       # also a child with OPENBLAS_CORETYPE unset
+    python benchmarks/bench.py --device cuda         # CuPy vs PyTorch CUDA, where a GPU is
+    python benchmarks/bench.py --time-to-accuracy    # epochs until >= 98% test accuracy
+
+All candidates train the same net (He init, relu, softmax cross-entropy), the same batch
+size and dtype (float32), with plain SGD, from data already in memory, on the same
+number of threads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_NETS = ("784-100-40-10", "784-512-256-10")
+
+
+# ----- environment ------------------------------------------------------------------------
+
+def environment(threads: int) -> dict:
+    """BLAS kernels in use, thread counts, versions, CPU model."""
+    env = {"python": platform.python_version(), "numpy": np.__version__, "threads": threads,
+           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+           "cpu": _cpu_model(), "cores": os.cpu_count()}
+    try:
+        from threadpoolctl import threadpool_info
+        env["blas"] = [{k: i.get(k) for k in ("internal_api", "architecture", "num_threads", "version",
+                                              "filepath")} for i in threadpool_info()]
+    except ImportError:
+        env["blas"] = "threadpoolctl not installed"
+    for mod in ("torch", "sklearn", "cupy", "array_api_compat"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    try:
+        import torch
+        env["torch_threads"] = torch.get_num_threads()
+        env["torch_blas"] = "MKL" if torch.backends.mkl.is_available() else "other"
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def limit_threads(threads: int):
+    """Pin BLAS (threadpoolctl) and torch to ``threads``; returns the threadpoolctl guard."""
+    guard = None
+    try:
+        from threadpoolctl import threadpool_limits
+        guard = threadpool_limits(threads)
+    except ImportError:
+        pass
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    return guard
+
+
+# ----- data -----------------------------------------------------------------------------
+
+def load_data(name: str, rows: int | None):
+    """(x uint8 (n, 784), y int64, x_test, y_test) on the host: real MNIST, or synthetic."""
+    if name == "synthetic":
+        rng = np.random.default_rng(0)
+        n = rows or 60_000
+        return (rng.integers(0, 256, (n, 784), dtype=np.uint8), rng.integers(0, 10, n),
+                rng.integers(0, 256, (10_000, 784), dtype=np.uint8), rng.integers(0, 10, 10_000))
+    from .data import load_dataset
+    d = load_dataset(name)
+    x, y = d.x_train, d.y_train.astype(np.int64)
+    if rows:
+        x, y = x[:rows], y[:rows]
+    return x, y, d.x_test, d.y_test.astype(np.int64)
+
+
+# ----- candidates: each returns a callable that runs (and times) one epoch -----------------
+
+def _sizes(net: str) -> list[int]:
+    return [int(s) for s in net.split("-")]
+
+
+def floor_epoch(sizes, n, batch, device):
+    """The epoch's GEMMs only, into preallocated outputs."""
+    shapes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+    if device == "cpu":
+        xpm, sync = np, (lambda: None)
+    else:
+        import cupy as xpm
+        sync = xpm.cuda.Device().synchronize
+    rng = np.random.default_rng(0)
+    W = [xpm.asarray(rng.standard_normal((a, b), dtype=np.float32)) for a, b in zip(sizes[:-1], sizes[1:])]
+    bufs = {}
+    for m in set(shapes):
+        A = [xpm.asarray(rng.standard_normal((m, s), dtype=np.float32)) for s in sizes]
+        Z = [xpm.empty((m, s), dtype=np.float32) for s in sizes]
+        G = [xpm.empty_like(w) for w in W]
+        bufs[m] = (A, Z, G)
+
+    def run():
+        sync()
+        t0 = time.perf_counter()
+        for m in shapes:
+            A, Z, G = bufs[m]
+            for i, w in enumerate(W):
+                xpm.matmul(A[i], w, out=Z[i + 1])          # forward
+                xpm.matmul(A[i].T, A[i + 1], out=G[i])    # dL/dW
+                if i:
+                    xpm.matmul(A[i + 1], w.T, out=Z[i])   # dL/da of the layer below
+        sync()
+        return time.perf_counter() - t0
+    return run
+
+
+def ours_epoch(sizes, x, y, batch, device, lr=0.1):
+    from .model import MLP
+    from .optim import make_optimizer
+    from .train import Trainer
+    model = MLP(sizes, "relu", device=device, seed=0)
+    b = model.backend
+    xd, yd = b.asarray(x), b.asarray(y)
+    tr = Trainer(model, make_optimizer("sgd", lr), batch_size=batch, seed=0, progress="none")
+
+    def run():
+        b.synchronize()
+        t0 = time.perf_counter()
+        tr.train_epoch(xd, yd)
+        b.synchronize()
+        return time.perf_counter() - t0
+    return run
+
+
+def torch_epoch(sizes, x, y, batch, device, lr=0.1):
+    import torch
+    dev = torch.device("cuda" if device != "cpu" else "cpu")
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    net = torch.nn.Sequential(*layers).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    lossf = torch.nn.CrossEntropyLoss()
+    xt = torch.from_numpy(x).to(dev).float().mul_(1 / 255)  # pre-scaled: float32 in memory
+    yt = torch.from_numpy(y).to(dev)
+    n = xt.shape[0]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def run():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen).to(dev)
+        for i in range(0, n, batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(net(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    return run
+
+
+def sklearn_epoch(sizes, x, y, batch, lr=0.1):
+    import warnings
+    from sklearn.neural_network import MLPClassifier
+    xf = x.astype(np.float32) / np.float32(255)
+    clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), solver="sgd", learning_rate_init=lr,
+                        momentum=0.0, alpha=0.0, batch_size=batch, shuffle=True, random_state=0)
+    classes = np.arange(sizes[-1])
+
+    def run():
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.partial_fit(xf, y, classes=classes)
+        return time.perf_counter() - t0
+    return run
+
+
+# ----- the interleaved run ------------------------------------------------------------------
+
+def compare(net: str, x, y, *, batch: int, device: str, repeats: int, peers: bool = True,
+            log=print) -> dict:
+    sizes = _sizes(net)
+    n = x.shape[0]
+    cands = {"floor": floor_epoch(sizes, n, batch, device),
+             "mlp-backend": ours_epoch(sizes, x, y, batch, "cpu" if device == "cpu" else "cuda")}
+    if peers:
+        try:
+            cands["torch"] = torch_epoch(sizes, x, y, batch, device)
+        except ImportError:
+            log("  (PyTorch not installed: skipped)")
+        if device == "cpu":
+            try:
+                cands["sklearn"] = sklearn_epoch(sizes, x, y, batch)
+            except ImportError:
+                log("  (scikit-learn not installed: skipped)")
+    for run in cands.values():  # warm-up: caches, buffers, kernels
+        run()
+    times = {k: [] for k in cands}
+    for r in range(repeats):
+        for k, run in cands.items():
+            times[k].append(run())
+    res = {"net": net, "rows": n, "batch": batch, "device": device, "repeats": repeats, "times": times,
+           "median": {k: statistics.median(v) for k, v in times.items()},
+           "min": {k: min(v) for k, v in times.items()}, "max": {k: max(v) for k, v in times.items()}}
+    ours = res["median"]["mlp-backend"]
+    res["ratios"] = {f"mlp-backend/{k}": ours / v for k, v in res["median"].items() if k != "mlp-backend"}
+    return res
+
+
+def format_table(results: list[dict]) -> str:
+    lines = ["| net | candidate | median s/epoch | min–max | mlp-backend ÷ this |",
+             "|---|---|---|---|---|"]
+    for res in results:
+        for k, med in res["median"].items():
+            ratio = "—" if k == "mlp-backend" else f"{res['ratios'][f'mlp-backend/{k}']:.2f}×"
+            lines.append(f"| {res['net']} | {k} | {med:.3f} | {res['min'][k]:.3f}–{res['max'][k]:.3f} | {ratio} |")
+    return "\n".join(lines)
+
+
+# ----- time to accuracy --------------------------------------------------------------------
+
+def time_to_accuracy(x, y, xt, yt, *, net="784-512-256-10", target=0.98, epochs=20, batch=128,
+                     optimizer="momentum", lr=0.05, schedule="cosine", device="cpu", log=print) -> dict:
+    """Train ``net`` and evaluate on the test set after every epoch; wall time (training plus
+    evaluation, after the data is on the device) until test accuracy >= ``target``."""
+    from .model import MLP
+    from .optim import make_optimizer, make_schedule
+    from .train import Trainer
+    model = MLP(_sizes(net), "relu", device=device, seed=0)
+    b = model.backend
+    xd, yd, xv, yv = b.asarray(x), b.asarray(y), b.asarray(xt), b.asarray(yt)
+    hit, rows = None, []
+
+    def cb(tr, row):
+        nonlocal hit
+        rows.append(row)
+        log(f"  epoch {row['epoch']:2d}  {time.perf_counter() - t0:6.1f}s  test acc {row['val_accuracy']:.4f}")
+        if hit is None and row["val_accuracy"] >= target:
+            hit = (row["epoch"], time.perf_counter() - t0, row["val_accuracy"])
+    tr = Trainer(model, make_optimizer(optimizer, lr), batch_size=batch, seed=0, progress="none",
+                 schedule=make_schedule(schedule, lr, epochs), callbacks=[cb], log=lambda s: None)
+    t0 = time.perf_counter()
+    tr.fit(xd, yd, epochs, xv, yv)
+    total = time.perf_counter() - t0
+    best = max(r["val_accuracy"] for r in rows)
+    return {"net": net, "optimizer": optimizer, "lr": lr, "schedule": schedule, "epochs": epochs,
+            "batch": batch, "device": device, "target": target,
+            "reached": None if hit is None else {"epoch": hit[0], "seconds": hit[1], "accuracy": hit[2]},
+            "best_accuracy": best, "total_seconds": total}
+
+
+# ----- command line -------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--nets", default=",".join(DEFAULT_NETS), help="comma-separated, e.g. 784-100-40-10")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (default 1)")
+    p.add_argument("--data", default="mnist", help="mnist | fashion_mnist | synthetic")
+    p.add_argument("--rows", type=int, default=None, help="use the first ROWS training images")
+    p.add_argument("--widths", default="", help="also sweep 784-W-10 for these hidden widths, e.g. 64,256,1024")
+    p.add_argument("--no-peers", action="store_true", help="floor and mlp-backend only")
+    p.add_argument("--coretype-both", action="store_true",
+                   help="also rerun in a child process with OPENBLAS_CORETYPE unset")
+    p.add_argument("--time-to-accuracy", action="store_true", help="also time training to --target")
+    p.add_argument("--target", type=float, default=0.98)
+    p.add_argument("--tta-net", default="784-512-256-10")
+    p.add_argument("--tta-epochs", type=int, default=20)
+    p.add_argument("--tta-lr", type=float, default=0.05)
+    p.add_argument("--tta-threads", type=int, default=None, help="threads for time-to-accuracy (default: all)")
+    p.add_argument("--json", default=None, help="write all results to this JSON file")
+
+
+def main_args(args) -> dict:
+    out: dict = {"command": " ".join(["python benchmarks/bench.py", *sys.argv[1:]])}
+    guard = limit_threads(args.threads)
+    out["environment"] = environment(args.threads)
+    print(json.dumps(out["environment"], indent=1))
+    x, y, xt, yt = load_data(args.data, args.rows)
+    results = []
+    nets = [s for s in args.nets.split(",") if s] + [f"784-{w}-10" for w in args.widths.split(",") if w]
+    for net in nets:
+        print(f"{net}: {args.repeats} interleaved repeats ...", flush=True)
+        res = compare(net, x, y, batch=args.batch, device=args.device, repeats=args.repeats,
+                      peers=not args.no_peers)
+        print("  " + "  ".join(f"{k} {v:.3f}s" for k, v in res["median"].items()) + "  |  "
+              + "  ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items()), flush=True)
+        results.append(res)
+    out["results"] = results
+    print()
+    print(format_table(results))
+    if args.time_to_accuracy:
+        if guard is not None:
+            guard.restore_original_limits()
+        if args.tta_threads:
+            limit_threads(args.tta_threads)
+        print(f"\ntime to {args.target:.1%} test accuracy ({args.tta_net}, momentum, cosine):")
+        out["time_to_accuracy"] = time_to_accuracy(
+            x, y, xt, yt, net=args.tta_net, target=args.target, epochs=args.tta_epochs, lr=args.tta_lr,
+            device=args.device)
+        print(json.dumps(out["time_to_accuracy"], indent=1))
+    if args.coretype_both:
+        if "OPENBLAS_CORETYPE" in os.environ:
+            env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+            label = "unset"
+        else:
+            env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell"}
+            label = "Haswell"
+        argv = [a for a in sys.argv[1:] if a not in ("--coretype-both", "--time-to-accuracy")]
+        if "--json" in argv:
+            i = argv.index("--json")
+            del argv[i:i + 2]
+        print(f"\n--- child process with OPENBLAS_CORETYPE {label} ---", flush=True)
+        child = subprocess.run([sys.executable, "-m", "mlp_backend.bench", *argv, "--json", "/dev/stdout"],
+                               env=env, capture_output=True, text=True)
+        cut = child.stdout.find('{\n "command"')
+        print(child.stdout[:cut] if child.returncode == 0 and cut >= 0 else child.stdout + child.stderr)
+        if cut >= 0:
+            out["other_coretype"] = json.loads(child.stdout[cut:])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+def register(subparsers) -> None:
+    """Add the ``bench`` subcommand to the CLI's subparsers."""
+    p = subparsers.add_parser("bench", help="time training against PyTorch, scikit-learn and the GEMM floor")
+    add_arguments(p)
+    p.set_defaults(func=lambda args: (main_args(args), 0)[1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="mlp-backend bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    main_args(p.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The fast paths (issue 5): buffer-reusing NumPy kernels and fused CuPy kernels agree with
+the portable Array-API kernels; training stays float32; a step allocates no new buffers
+and waits for no host sync."""
+import numpy as np
+import pytest
+
+import mlp_backend as mb
+from mlp_backend import backend as backend_mod
+from mlp_backend.backend import BufferOps, PortableOps, ops_for
+from mlp_backend.optim import Optimizer
+from mlp_backend.train import Trainer
+
+from conftest import blobs, needs_gpu
+
+OPT_CASES = [("sgd", {}, 0.0), ("sgd", {}, 0.01), ("momentum", {"momentum": 0.9}, 0.0),
+             ("nesterov", {"momentum": 0.8}, 0.01), ("adam", {}, 0.0), ("adamw", {}, 0.01)]
+
+
+def _kernel_cases(xp_mod, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(9, 7)).astype(dtype)
+    w = rng.normal(size=(7, 5)).astype(dtype)
+    b = rng.normal(size=(5,)).astype(dtype)
+    g = rng.normal(size=(9, 5)).astype(dtype)
+    y = np.eye(5, dtype=dtype)[rng.integers(0, 5, 9)]
+    u8 = rng.integers(0, 256, (12, 7), dtype=np.uint8)
+    idx = rng.permutation(12)[:9]
+    return {k: xp_mod.asarray(v) for k, v in dict(a=a, w=w, b=b, g=g, y=y, u8=u8, idx=idx).items()}
+
+
+def _run_kernels(ops, c, dtype, with_out):
+    m = ops.xp
+    o = (lambda shape, dt=dtype: m.empty(shape, dtype=dt)) if with_out else (lambda *s, **k: None)
+    out = {}
+    out["gather"] = ops.cast_scale(ops.gather_rows(c["u8"], c["idx"], o((9, 7), m.uint8)), c["a"].dtype,
+                                   1 / 255, o((9, 7)))
+    out["linear"] = ops.linear(c["a"], c["w"], c["b"], o((9, 5)))
+    out["linear_relu"] = ops.linear_relu(c["a"], c["w"], c["b"], o((9, 5)))
+    out["relu_bwd"] = ops.relu_backward(c["g"], out["linear_relu"], o((9, 5)), o((9, 5), m.bool))
+    p, lse = ops.softmax(out["linear"], o((9, 5)), (o((9, 1)), o((9, 1))) if with_out else None)
+    out["softmax"], out["lse"] = p, lse
+    out["delta"] = ops.sub_scaled(p, c["y"], 1 / 9, o((9, 5)))
+    out["tn"] = ops.matmul_tn(c["a"], c["g"], o((7, 5)))
+    out["nt"] = ops.matmul_nt(c["g"], c["w"], o((9, 7)))
+    out["sum"] = ops.sum_rows(c["g"], o((5,)))
+    return {k: backend_mod.to_numpy(v) for k, v in out.items()}
+
+
+def _run_updates(ops, c, dtype, with_tmp):
+    m = ops.xp
+    res = {}
+    for name, kw, wd in OPT_CASES:
+        w, g = m.asarray(c["w"], copy=True), c["w"] * 0.5 + 0.1
+        v1, v2 = m.zeros_like(w), m.zeros_like(w)
+        tmp = m.empty_like(w) if with_tmp else None
+        for t in range(1, 4):
+            if name == "sgd":
+                ops.sgd_(w, g, 0.05, wd, tmp)
+            elif name in ("momentum", "nesterov"):
+                ops.momentum_(w, v1, g, 0.05, kw["momentum"], wd, name == "nesterov", tmp)
+            else:
+                c2 = (1 - 0.999 ** t) ** 0.5
+                ops.adam_(w, v1, v2, g, 0.05, 0.9, 0.999, 1e-8 * c2, 0.05 * c2 / (1 - 0.9 ** t), wd,
+                          name == "adamw", tmp)
+        res[f"{name}-{wd}"] = backend_mod.to_numpy(w)
+    return res
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("with_out", [True, False], ids=["out", "alloc"])
+def test_numpy_buffer_kernels_equal_portable(dtype, with_out):
+    import array_api_compat.numpy as xp
+    fast, ref = ops_for(xp), ops_for(xp, portable=True)
+    assert isinstance(fast, BufferOps) and fast.reuses_buffers
+    assert type(ref) is PortableOps and not ref.reuses_buffers
+    c = _kernel_cases(np, dtype)
+    got, want = _run_kernels(fast, c, dtype, with_out), _run_kernels(ref, c, dtype, False)
+    tol = 1e-6 if dtype == "float32" else 1e-13
+    for k in want:
+        assert got[k].dtype == np.dtype(dtype), k
+        np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol, err_msg=k)
+    got, want = _run_updates(fast, c, dtype, with_out), _run_updates(ref, c, dtype, False)
+    for k in want:
+        assert got[k].dtype == np.dtype(dtype), k
+        np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol, err_msg=k)
+
+
+def test_cupy_fused_kernels_equal_portable():
+    import cupy
+    import array_api_compat.cupy as xp
+    from mlp_backend.backend import CupyOps
+    fast, ref = ops_for(xp), ops_for(xp, portable=True)
+    assert isinstance(fast, CupyOps) and fast.fused
+    c = _kernel_cases(cupy, "float32")
+    got, want = _run_kernels(fast, c, "float32", True), _run_kernels(ref, c, "float32", False)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    got, want = _run_updates(fast, c, "float32", True), _run_updates(ref, c, "float32", False)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+for _mark in needs_gpu:
+    test_cupy_fused_kernels_equal_portable = _mark(test_cupy_fused_kernels_equal_portable)
+
+
+def _train(device, opt="momentum", epochs=2, batch_size=32, monkeypatch=None, portable=False):
+    x, y = blobs(n=200, seed=4)
+    model = mb.MLP([8, 16, 12, 3], "relu", device=device, seed=0)
+    b = model.backend
+    if portable and monkeypatch is not None:
+        monkeypatch.setattr(mb.MLP, "ops", property(lambda self: ops_for(self.xp, portable=True)))
+        monkeypatch.setattr("mlp_backend.optim.ops_for", lambda xp: ops_for(xp, portable=True))
+    tr = Trainer(model, mb.make_optimizer(opt, 0.05, weight_decay=1e-3), batch_size=batch_size, seed=1,
+                 progress="none", log=lambda s: None)
+    hist = tr.fit(b.asarray(x), b.asarray(y), epochs)
+    return model, hist, tr
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
+def test_training_fast_path_equals_portable_path(opt, monkeypatch):
+    """Whole epochs: the NumPy buffer path and the portable path give the same weights."""
+    fast, hf, _ = _train("cpu", opt)
+    with monkeypatch.context() as mp:
+        ref, hr, _ = _train("cpu", opt, monkeypatch=mp, portable=True)
+    for k, v in ref.host_params().items():
+        np.testing.assert_allclose(fast.host_params()[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(hf["train_loss"], hr["train_loss"], rtol=1e-5)
+    assert hf["train_accuracy"] == hr["train_accuracy"]
+
+
+def test_fast_path_equals_gpu_stand_in():
+    """The NumPy buffer path against array_api_strict (the portable path CI runs for CuPy)."""
+    fast, hf, _ = _train("cpu", "momentum")
+    ref, hr, _ = _train("array_api_strict:device1", "momentum")
+    for k, v in ref.host_params().items():
+        np.testing.assert_allclose(fast.host_params()[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_everything_stays_float32_on_the_fast_path(monkeypatch):
+    """No silent float64: batches, activations, buffers, gradients, optimizer state."""
+    seen = []
+    real = mb.MLP.loss_and_grads
+
+    def spy(self, xb, yb, normalizer=None):
+        out = real(self, xb, yb, normalizer)
+        loss, grads, cache = out
+        seen.extend([xb.dtype, yb.dtype, loss.dtype, cache.z_out.dtype, cache.lse.dtype,
+                     *(a.dtype for a in cache.a), *(g.dtype for g in grads.values())])
+        return out
+    monkeypatch.setattr(mb.MLP, "loss_and_grads", spy)
+    model, hist, tr = _train("cpu", "adam")
+    assert seen and all(d == np.float32 for d in seen), set(map(str, seen))
+    assert all(v.dtype == np.float32 for v in model.params.values())
+    assert all(v.dtype == np.float32 for bufs in tr.optimizer.state.values() for v in bufs.values())
+    for ws in model._workspaces.values():
+        for group in (ws.z, ws.delta, ws.gw, ws.gb):
+            assert all(v.dtype == np.float32 for v in group.values())
+
+
+def test_steps_reuse_their_buffers(monkeypatch):
+    """After the first epoch, steps write into the same buffers: the gradients handed to the
+    optimizer are the workspace's arrays, identical objects from step to step."""
+    grads_seen = []
+    real = Optimizer.step
+
+    def spy(self, params, grads, xp):
+        grads_seen.append({k: id(v) for k, v in grads.items()})
+        return real(self, params, grads, xp)
+    monkeypatch.setattr(Optimizer, "step", spy)
+    x, y = blobs(n=128, seed=4)
+    model = mb.MLP([8, 16, 3], "relu", device="cpu", seed=0)
+    Trainer(model, mb.make_optimizer("momentum", 0.05), batch_size=32, progress="none").fit(x, y, 2)
+    assert len(grads_seen) == 8 and all(g == grads_seen[0] for g in grads_seen)
+    assert model.reuse_buffers is False  # only inside an epoch
+    # outside training, results are fresh arrays as before
+    g1 = model.loss_and_grads(x[:4] / 255.0, y[:4])[1]
+    g2 = model.loss_and_grads(x[:4] / 255.0, y[:4])[1]
+    assert all(g1[k] is not g2[k] for k in g1)
+
+
+def test_no_host_transfer_during_steps_on_the_fast_path(monkeypatch):
+    """The host-transfer helper runs once per epoch, never per step (NumPy path too)."""
+    calls = []
+    real = backend_mod.to_numpy
+    monkeypatch.setattr(backend_mod, "to_numpy", lambda x: calls.append(1) or real(x))
+    x, y = blobs(n=256)
+    model = mb.MLP([8, 16, 3], "relu", device="cpu", seed=0)
+    calls.clear()
+    mb.fit(model, mb.make_optimizer("adam", 0.01), x, y, epochs=3, batch_size=16, progress="none")
+    assert len(calls) == 3
+
+
+def test_full_batch_runs_the_network_once_per_epoch(monkeypatch):
+    n_forward = []
+    real = mb.MLP.forward
+    monkeypatch.setattr(mb.MLP, "forward", lambda self, x, workspace=None: n_forward.append(1)
+                        or real(self, x, workspace))
+    x, y = blobs(n=100)
+    model = mb.MLP([8, 16, 3], "relu", device="cpu", seed=0)
+    mb.fit(model, mb.make_optimizer("gd", 0.5), x, y, epochs=4, batch_size=None, progress="none")
+    assert len(n_forward) == 4
