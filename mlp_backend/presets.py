@@ -17,6 +17,10 @@ paper's quirks as named switches, each of which a command-line option can turn o
 
 Training accuracy is measured in the forward pass before each update, as the printed
 code does (it is also our trainer's default).
+
+Each quirk of the printed code has a name in :data:`QUIRKS`; :func:`remove_quirks` returns
+a preset with some of them turned off (``mlp-backend reproduce --off NAME``), which is
+also how the ablation in docs/reproduction.md is built.
 """
 from __future__ import annotations
 
@@ -37,12 +41,55 @@ PRESETS: dict[str, dict] = {
     # Figure 4 / 9 / 10: the printed 'lecun' (unscaled randn), ReLU-tanh, 784-400-200-10, 150 epochs.
     "paper-lecun": {**PAPER_COMMON, "hidden": [400, 200], "activation": ["relu", "tanh"],
                     "init": "paper-lecun", "epochs": 150},
+    # The printed code without the authors' hand edit: its forward_prop/backpropagation hard-code
+    # tanh in layer 2 (the ReLU line is commented out), so 'random' as printed runs ReLU-tanh.
+    "paper-random-printed": {**PAPER_COMMON, "hidden": [100, 40], "activation": ["relu", "tanh"],
+                             "init": "paper-random", "epochs": 400},
     # The library's default: reaches >= 97.5% MNIST test accuracy within 10 epochs on a CPU.
     "default": {"hidden": [256, 128], "activation": ["relu", "relu"], "output": "softmax",
                 "loss": "cross_entropy", "init": "he", "optimizer": "adam", "lr": 1e-3,
                 "batch_size": 128, "epochs": 10, "dtype": "float32", "grad_divisor": "samples",
                 "split": "standard", "loss_report": "ours", "val_fraction": 0.1, "schedule": "cosine"},
 }
+
+
+# The quirks of the printed appendix code, each with the options that remove it.
+QUIRKS: dict[str, str] = {
+    "unscaled_init": "'he'/'lecun' draw randn(fan_in, fan_out) with no sqrt(2/n) or sqrt(1/n) "
+                     "factor; fix: the scaled He / LeCun draw (paper-random gets He)",
+    "feature_divisor": "every gradient is divided by x_train.shape[1] = 784, not the sample count n; "
+                       "fix: the mean gradient with lr * n/784, the step the printed code really takes",
+    "sigmoid_mse": "sigmoid outputs with squared error; fix: softmax with cross-entropy",
+    "full_batch": "one gradient-descent step per epoch on all samples; fix: minibatches of 128 "
+                  "(the 784 divisor, if kept, applies per batch)",
+}
+FIXED_INIT = {"paper-he": "he", "paper-lecun": "lecun", "paper-random": "he", "uniform": "he"}
+
+# The same network trained the way one would today (used as the ablation's last row).
+MODERN = {"activation": ["relu", "relu"], "output": "softmax", "loss": "cross_entropy", "init": "he",
+          "optimizer": "adam", "lr": 1e-3, "batch_size": 128, "grad_divisor": "samples",
+          "loss_report": "ours"}
+
+
+def remove_quirks(cfg: dict, names) -> dict:
+    """A copy of preset ``cfg`` with each quirk in ``names`` (keys of :data:`QUIRKS`) turned off.
+
+    ``feature_divisor`` sets ``lr_scale="n/784"``: the trainer multiplies the learning rate
+    by n_train/784 so that the mean gradient takes the printed code's step.
+    """
+    out = dict(cfg)
+    for name in names:
+        if name not in QUIRKS:
+            raise ValueError(f"unknown quirk {name!r}; choose from {', '.join(QUIRKS)}")
+        if name == "unscaled_init":
+            out["init"] = FIXED_INIT.get(out["init"], out["init"])
+        elif name == "feature_divisor":
+            out.update(grad_divisor="samples", lr_scale="n/784")
+        elif name == "sigmoid_mse":
+            out.update(output="softmax", loss="cross_entropy", loss_report="ours")
+        elif name == "full_batch":
+            out["batch_size"] = 128
+    return out
 
 
 def paper_split(x_all, y_all, seed: int = 0, n_rows: int = 42_000, n_test: int = 1_000,
