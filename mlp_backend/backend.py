@@ -35,7 +35,7 @@ ENV_DEVICE = "MLP_BACKEND_DEVICE"
 __all__ = [
     "Backend", "BackendError", "get_backend", "to_numpy", "cuda_available",
     "available_backends", "array_backend", "ENV_DEVICE", "use", "host_rng",
-    "ops_for", "PortableOps", "BufferOps", "CupyOps",
+    "ops_for", "PortableOps", "BufferOps", "CupyOps", "FlatDict",
 ]
 
 _default: "str | None" = None
@@ -296,6 +296,90 @@ def available_backends() -> list[dict]:
 # :class:`CupyOps` replaces the elementwise chains by fused CUDA kernels. ``out`` and
 # scratch arguments are hints: the portable path ignores them and allocates.
 
+class FlatDict(dict):
+    """A dict of arrays that are views into one flat 1-D buffer ``flat`` (buffer-reusing
+    backends only): parameters, gradients and optimizer state share one ``layout``
+    (``(key, shape)`` pairs, weights before biases), so an optimizer updates all of them
+    with a few calls on ``flat`` instead of a few per parameter.
+
+    Any change of the mapping itself (``d[k] = new``, ``update``, ``del`` ...) drops
+    ``flat`` (sets it to None): the entries may no longer be its views, and the owner
+    packs them again before the next step. Copies (``copy``, ``deepcopy``, pickling) are
+    plain dicts, so a copied array is never mistaken for a view of the original buffer.
+    """
+
+    def __init__(self, views, flat=None, layout=None):
+        super().__init__(views)
+        self.flat, self.layout = flat, layout
+        self.n_decay = n_decay(layout) if layout is not None else 0
+
+    def _drop(self):
+        self.flat = None
+
+    def __setitem__(self, k, v):
+        self._drop()
+        super().__setitem__(k, v)
+
+    def __delitem__(self, k):
+        self._drop()
+        super().__delitem__(k)
+
+    def __ior__(self, other):
+        self._drop()
+        return super().__ior__(other)
+
+    def update(self, *a, **k):
+        self._drop()
+        super().update(*a, **k)
+
+    def setdefault(self, k, default=None):
+        self._drop()
+        return super().setdefault(k, default)
+
+    def pop(self, *a):
+        self._drop()
+        return super().pop(*a)
+
+    def popitem(self):
+        self._drop()
+        return super().popitem()
+
+    def clear(self):
+        self._drop()
+        super().clear()
+
+    def copy(self):
+        return dict(self)
+
+    __copy__ = copy
+
+    def __deepcopy__(self, memo):
+        import copy as _copy
+        return {k: _copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+
+def flat_layout(shapes: dict) -> tuple:
+    """The flat order of a parameter dict: weights (``w*``) first, then the rest, so the
+    weights (the only decayed entries) are one prefix ``flat[:n_decay]``."""
+    keys = [k for k in shapes if k.startswith("w")] + [k for k in shapes if not k.startswith("w")]
+    return tuple((k, tuple(shapes[k])) for k in keys)
+
+
+def n_decay(layout: tuple) -> int:
+    """Length of the weight prefix of a :func:`flat_layout`."""
+    n = 0
+    for k, shape in layout:
+        if k.startswith("w"):
+            size = 1
+            for s in shape:
+                size *= s
+            n += size
+    return n
+
+
 class PortableOps:
     """Reference kernels: plain Array-API expressions, new arrays every call."""
 
@@ -402,6 +486,28 @@ class BufferOps(PortableOps):
     def __init__(self, xp, mod):
         super().__init__(xp)
         self.m = mod
+        self._ones = {}
+
+    def pack(self, layout, dtype, device=None, values=None, order=None):
+        """A :class:`FlatDict` of views into one new flat buffer laid out as ``layout``;
+        each view holds a copy of ``values[key]`` where given, zeros otherwise. ``order``
+        (keys) is the dict's iteration order (default: the layout's)."""
+        total = sum(_size(shape) for _, shape in layout)
+        flat = self.xp.zeros((total,), dtype=dtype, device=device)
+        views, off = {}, 0
+        for k, shape in layout:
+            n = _size(shape)
+            v = views[k] = flat[off:off + n].reshape(shape)
+            if values is not None and k in values:
+                self.m.copyto(v, values[k], casting="same_kind")
+            off += n
+        if order is not None:
+            views = {k: views[k] for k in order}
+        return FlatDict(views, flat, layout)
+
+    def argmax_rows(self, a, out=None):
+        """Row-wise argmax into ``out`` (an index buffer slice)."""
+        return self.m.argmax(a, axis=1, out=out)
 
     def gather_rows(self, x, idx, out=None):
         return self.m.take(x, idx, axis=0, out=out)
@@ -413,8 +519,12 @@ class BufferOps(PortableOps):
                 return x if x.dtype == dtype else x.astype(dtype)
             m.copyto(out, x, casting="unsafe")
             return out
-        # uint8 * float32 -> float32 loop: no float64 detour, no intermediate array
-        return m.multiply(x, m.asarray(scale, dtype=dtype), out=out, dtype=dtype)
+        if out is None:  # uint8 * float32 -> float32 loop: no float64 detour, no intermediate
+            return m.multiply(x, m.asarray(scale, dtype=dtype), dtype=dtype)
+        # into a buffer: an exact cast, then an in-place multiply (the same float32 result;
+        # measured 3 us/step cheaper than the mixed-dtype multiply's buffered cast loop)
+        m.copyto(out, x, casting="unsafe")
+        return m.multiply(out, m.asarray(scale, dtype=dtype), out=out)
 
     def linear(self, a, w, b, out=None):
         m = self.m
@@ -446,7 +556,17 @@ class BufferOps(PortableOps):
         return self.m.matmul(a, b.T, out=out)
 
     def sum_rows(self, x, out=None):
-        return self.m.sum(x, axis=0, out=out)
+        # a (n,) ones vector times x: one BLAS gemv, ~4x faster than the axis-0 reduction
+        # on (128, 100) float32 (the bias gradients)
+        if x.ndim != 2:
+            return self.m.sum(x, axis=0, out=out)
+        key = (x.shape[0], x.dtype)
+        ones = self._ones.get(key)
+        if ones is None:
+            if len(self._ones) > 8:
+                self._ones.clear()
+            ones = self._ones[key] = self.m.ones((x.shape[0],), dtype=x.dtype)
+        return self.m.matmul(ones, x, out=out)
 
     def sub_scaled(self, a, y, scale, out=None):
         m = self.m
@@ -549,6 +669,9 @@ class CupyOps(BufferOps):
             out = self.m.empty(x.shape, dtype=dtype)
         return self._kernel("scale")(x, self._s(scale, out), out)
 
+    def sum_rows(self, x, out=None):
+        return self.m.sum(x, axis=0, out=out)  # one reduction kernel; no ones vector per device
+
     def linear_relu(self, a, w, b, out=None):
         z = self.m.matmul(a, w, out=out)
         return self._kernel("bias_relu")(b, z)
@@ -569,6 +692,13 @@ class CupyOps(BufferOps):
     def adam_(self, w, m_, v, g, lr, b1, b2, eps, step, wd=0.0, decoupled=False, tmp=None):
         s = lambda val: self._s(val, w)  # noqa: E731
         self._kernel("adam")(g, s(lr), s(b1), s(b2), s(eps), s(step), s(wd), bool(decoupled), w, m_, v)
+
+
+def _size(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 _OPS: dict = {}

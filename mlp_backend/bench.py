@@ -255,13 +255,14 @@ def format_table(results: list[dict]) -> str:
 # ----- time to accuracy --------------------------------------------------------------------
 
 def time_to_accuracy(x, y, xt, yt, *, net="784-512-256-10", target=0.98, epochs=20, batch=128,
-                     optimizer="momentum", lr=0.05, schedule="cosine", device="cpu", log=print) -> dict:
+                     optimizer="momentum", lr=0.05, schedule="cosine", device="cpu", weight_decay=0.0,
+                     seed=0, log=print) -> dict:
     """Train ``net`` and evaluate on the test set after every epoch; wall time (training plus
     evaluation, after the data is on the device) until test accuracy >= ``target``."""
     from .model import MLP
     from .optim import make_optimizer, make_schedule
     from .train import Trainer
-    model = MLP(_sizes(net), "relu", device=device, seed=0)
+    model = MLP(_sizes(net), "relu", device=device, seed=seed)
     b = model.backend
     xd, yd, xv, yv = b.asarray(x), b.asarray(y), b.asarray(xt), b.asarray(yt)
     hit, rows = None, []
@@ -272,16 +273,72 @@ def time_to_accuracy(x, y, xt, yt, *, net="784-512-256-10", target=0.98, epochs=
         log(f"  epoch {row['epoch']:2d}  {time.perf_counter() - t0:6.1f}s  test acc {row['val_accuracy']:.4f}")
         if hit is None and row["val_accuracy"] >= target:
             hit = (row["epoch"], time.perf_counter() - t0, row["val_accuracy"])
-    tr = Trainer(model, make_optimizer(optimizer, lr), batch_size=batch, seed=0, progress="none",
+    tr = Trainer(model, make_optimizer(optimizer, lr, weight_decay), batch_size=batch, seed=seed, progress="none",
                  schedule=make_schedule(schedule, lr, epochs), callbacks=[cb], log=lambda s: None)
     t0 = time.perf_counter()
     tr.fit(xd, yd, epochs, xv, yv)
     total = time.perf_counter() - t0
     best = max(r["val_accuracy"] for r in rows)
-    return {"net": net, "optimizer": optimizer, "lr": lr, "schedule": schedule, "epochs": epochs,
-            "batch": batch, "device": device, "target": target,
+    return {"net": net, "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
+            "epochs": epochs, "batch": batch, "device": device, "target": target, "seed": seed,
+            "accuracy_per_epoch": [r["val_accuracy"] for r in rows],
+            "seconds_per_epoch": [r["seconds"] for r in rows],
             "reached": None if hit is None else {"epoch": hit[0], "seconds": hit[1], "accuracy": hit[2]},
             "best_accuracy": best, "total_seconds": total}
+
+
+# ----- peak memory -----------------------------------------------------------------------------
+
+_MEMORY_CHILD = r"""
+import json, resource, sys, tracemalloc
+a = json.loads(sys.argv[1])
+if a["trace"]:  # tracemalloc's own bookkeeping inflates maxrss: measured in a separate child
+    tracemalloc.start()
+from mlp_backend.bench import load_data
+from mlp_backend.model import MLP
+from mlp_backend.optim import make_optimizer, make_schedule
+from mlp_backend.train import Trainer
+x, y, xt, yt = load_data(a["data"], None)
+model = MLP([int(s) for s in a["net"].split("-")], "relu", device="cpu", seed=0)
+b = model.backend
+xd, yd, xv, yv = b.asarray(x), b.asarray(y), b.asarray(xt), b.asarray(yt)
+del x, y, xt, yt
+tr = Trainer(model, make_optimizer(a["optimizer"], a["lr"]), batch_size=a["batch"], progress="none",
+             schedule=make_schedule("cosine", a["lr"], a["epochs"]), log=lambda s: None)
+tr.fit(xd, yd, a["epochs"], xv, yv)
+cur, peak = tracemalloc.get_traced_memory()
+n_params = sum(int(v.size) for v in model.params.values())
+try:  # VmHWM: this process image's peak RSS. ru_maxrss would also count the parent's RSS at
+    # fork time (Linux keeps the high-water mark across exec), i.e. the benchmark's own torch.
+    with open("/proc/self/status") as f:
+        hwm = [int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:")][0]
+except (OSError, IndexError):
+    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"maxrss_bytes": hwm,
+                  "tracemalloc_peak_bytes": peak, "train_rows": int(xd.shape[0]), "features": int(xd.shape[1]),
+                  "test_rows": int(xv.shape[0]), "params": n_params,
+                  "val_accuracy": tr.history.rows[-1]["val_accuracy"]}))
+"""
+
+
+def peak_memory(net="784-512-256-10", epochs=2, batch=128, optimizer="momentum", lr=0.05, data="mnist") -> dict:
+    """Peak memory of a training run (load, train with per-epoch test evaluation) in fresh
+    child processes: the peak resident set (``VmHWM``; whole process: interpreter, libraries,
+    data, buffers) in one, the tracemalloc peak (Python and NumPy allocations only) in another. ``budget_bytes`` is the issue's bound:
+    2 x the training set as float32 plus the parameters."""
+    out = []
+    for trace in (False, True):  # maxrss without tracemalloc running, then the tracemalloc peak
+        arg = json.dumps({"net": net, "epochs": epochs, "batch": batch, "optimizer": optimizer, "lr": lr,
+                          "data": data, "trace": trace})
+        child = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, arg], capture_output=True, text=True)
+        if child.returncode != 0:
+            return {"error": child.stderr[-2000:]}
+        out.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    res = {**out[0], "tracemalloc_peak_bytes": out[1]["tracemalloc_peak_bytes"]}
+    f32 = res["train_rows"] * res["features"] * 4
+    res.update(net=net, epochs=epochs, batch=batch, optimizer=optimizer, dataset_float32_bytes=f32,
+               budget_bytes=2 * f32 + 4 * res["params"])
+    return res
 
 
 # ----- command line -------------------------------------------------------------------------
@@ -303,7 +360,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-net", default="784-512-256-10")
     p.add_argument("--tta-epochs", type=int, default=20)
     p.add_argument("--tta-lr", type=float, default=0.05)
+    p.add_argument("--tta-optimizer", default="momentum")
+    p.add_argument("--tta-batch", type=int, default=128)
+    p.add_argument("--tta-weight-decay", type=float, default=0.0)
+    p.add_argument("--tta-schedule", default="cosine")
+    p.add_argument("--tta-seed", type=int, default=0)
+    p.add_argument("--skip-compare", action="store_true", help="no epoch-time comparison (e.g. only --time-to-accuracy)")
     p.add_argument("--tta-threads", type=int, default=None, help="threads for time-to-accuracy (default: all)")
+    p.add_argument("--memory", action="store_true",
+                   help="also measure the peak memory of a --tta-net training run in a child process")
     p.add_argument("--json", default=None, help="write all results to this JSON file")
 
 
@@ -315,6 +380,8 @@ def main_args(args) -> dict:
     x, y, xt, yt = load_data(args.data, args.rows)
     results = []
     nets = [s for s in args.nets.split(",") if s] + [f"784-{w}-10" for w in args.widths.split(",") if w]
+    if args.skip_compare:
+        nets = []
     for net in nets:
         print(f"{net}: {args.repeats} interleaved repeats ...", flush=True)
         res = compare(net, x, y, batch=args.batch, device=args.device, repeats=args.repeats,
@@ -330,11 +397,25 @@ def main_args(args) -> dict:
             guard.restore_original_limits()
         if args.tta_threads:
             limit_threads(args.tta_threads)
-        print(f"\ntime to {args.target:.1%} test accuracy ({args.tta_net}, momentum, cosine):")
+        print(f"\ntime to {args.target:.1%} test accuracy ({args.tta_net}, {args.tta_optimizer}, "
+              f"{args.tta_schedule}, batch {args.tta_batch}, {args.tta_threads or 'all'} threads):")
         out["time_to_accuracy"] = time_to_accuracy(
             x, y, xt, yt, net=args.tta_net, target=args.target, epochs=args.tta_epochs, lr=args.tta_lr,
-            device=args.device)
+            device=args.device, optimizer=args.tta_optimizer, batch=args.tta_batch,
+            weight_decay=args.tta_weight_decay, schedule=args.tta_schedule, seed=args.tta_seed)
+        out["time_to_accuracy"]["threads"] = args.tta_threads or "all"
         print(json.dumps(out["time_to_accuracy"], indent=1))
+    if args.memory:
+        mem = out["peak_memory"] = peak_memory(args.tta_net, batch=args.tta_batch, optimizer=args.tta_optimizer,
+                                               lr=args.tta_lr, data=args.data)
+        if "error" in mem:
+            print("\npeak memory: child failed:\n" + mem["error"])
+        else:
+            mib = 2 ** 20
+            print(f"\npeak memory of training {mem['net']} ({mem['epochs']} epochs, with test evaluation): "
+                  f"maxrss {mem['maxrss_bytes'] / mib:.0f} MiB, tracemalloc peak "
+                  f"{mem['tracemalloc_peak_bytes'] / mib:.0f} MiB; budget (2 x float32 training set + params) "
+                  f"{mem['budget_bytes'] / mib:.0f} MiB", flush=True)
     if args.coretype_both:
         if "OPENBLAS_CORETYPE" in os.environ:
             env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
@@ -342,7 +423,7 @@ def main_args(args) -> dict:
         else:
             env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell"}
             label = "Haswell"
-        argv = [a for a in sys.argv[1:] if a not in ("--coretype-both", "--time-to-accuracy")]
+        argv = [a for a in sys.argv[1:] if a not in ("--coretype-both", "--time-to-accuracy", "--memory")]
         if "--json" in argv:
             i = argv.index("--json")
             del argv[i:i + 2]

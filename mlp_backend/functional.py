@@ -175,7 +175,11 @@ def one_hot(labels, n_classes: int, dtype, xp, device):
 
 def accuracy_count(a, labels, xp):
     """Number of rows whose argmax equals the label (a 0-d device array; no host sync)."""
-    pred = xp.argmax(a, axis=1)
+    return count_equal(xp.argmax(a, axis=1), labels, xp)
+
+
+def count_equal(pred, labels, xp):
+    """Number of positions where the predicted class equals the label (0-d, int64)."""
     return xp.sum(xp.astype(pred == xp.astype(labels, pred.dtype), xp.int64))
 
 

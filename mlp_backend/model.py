@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 from . import functional as F
-from .backend import get_backend, ops_for, to_numpy
+from .backend import FlatDict, flat_layout, get_backend, ops_for, to_numpy
 from .init import initialize
 
 
@@ -76,6 +76,7 @@ class MLP:
         host = params if params is not None else initialize(self.sizes, init, seed)
         self.params = {k: self._place(v) for k, v in host.items()}
         self._check_shapes()
+        self.flat_params()
 
     # ----- housekeeping ---------------------------------------------------------------
     @property
@@ -109,12 +110,14 @@ class MLP:
         self.backend = get_backend(device)
         self.dtype = self.backend.dtype(self.dtype_name)
         self.params = {k: self._place(v) for k, v in self.params.items()}
+        self.flat_params()
         return self
 
     def astype(self, dtype: str) -> "MLP":
         """Cast the parameters to ``float32`` or ``float64`` (in place; returns self)."""
         self.dtype_name, self.dtype = dtype, self.backend.dtype(dtype)
         self.params = {k: self.xp.astype(v, self.dtype) for k, v in self.params.items()}
+        self.flat_params()
         return self
 
     def host_params(self) -> dict:
@@ -127,6 +130,20 @@ class MLP:
                 f"device={self.backend.label!r})")
 
     # ----- buffers for the training loop's fast path ---------------------------------
+    def flat_params(self):
+        """Where the backend reuses buffers, make ``params`` a :class:`FlatDict`: every
+        weight and bias a view into one flat buffer, so the optimizer updates them all in
+        a few calls. Parameters replaced since (``model.params = ...``, ``params[k] = ...``,
+        :meth:`to`, :meth:`astype`, a checkpoint, early stopping's restore) are copied
+        into a new flat buffer here; the training loop calls this before every step.
+        Returns ``params``."""
+        p = self.params
+        if getattr(p, "flat", None) is not None or not self.ops.reuses_buffers:
+            return p
+        layout = flat_layout({k: v.shape for k, v in p.items()})
+        self.params = self.ops.pack(layout, self.dtype, self.backend.device, p, order=list(p))
+        return self.params
+
     @property
     def ops(self):
         """The backend's kernels (:mod:`mlp_backend.backend`): buffer-reusing on NumPy,
@@ -205,7 +222,7 @@ class MLP:
                                               ws.mask[i - 1] if ws is not None else None)
                 else:
                     delta = F.activation_backward(act, grad_a, a[i - 1], xp)
-        return grads
+        return grads if ws is None else ws.flat_grads()
 
     def loss_and_grads(self, x, y, normalizer=None):
         """(loss, grads, cache) for one batch: forward, loss, backward.
@@ -214,7 +231,10 @@ class MLP:
         epoch) the results live in a per-batch-size :meth:`workspace` and are overwritten
         by the next call; otherwise they are fresh arrays.
         """
-        ws = self.workspace(x.shape[0]) if self.reuse_buffers else None
+        ws = None
+        if self.reuse_buffers:
+            ws = self.workspace(x.shape[0])
+            self.flat_params()
         cache = self.forward(x, ws)
         return self.loss(cache, y), self.backward(cache, y, normalizer, ws), cache
 
@@ -241,7 +261,21 @@ class Workspace:
         self.z = {i: ops.empty((n, sizes[i]), dt, dev) for i in range(1, last + 1)}
         self.delta = {i: ops.empty((n, sizes[i]), dt, dev) for i in range(1, last + 1)}
         self.mask = {i: ops.empty((n, sizes[i]), model.xp.bool, dev) for i in range(1, last)}
-        self.gw = {i: ops.empty((sizes[i - 1], sizes[i]), dt, dev) for i in range(1, last + 1)}
-        self.gb = {i: ops.empty((sizes[i],), dt, dev) for i in range(1, last + 1)}
+        # the gradients: views into one flat buffer laid out like the parameters' (FlatDict)
+        shapes = {}
+        for i in range(1, last + 1):
+            shapes[f"w{i}"], shapes[f"b{i}"] = (sizes[i - 1], sizes[i]), (sizes[i],)
+        self.grads = ops.pack(flat_layout(shapes), dt, dev, order=list(shapes))
+        self._grad_views, self._grad_flat = dict(self.grads), self.grads.flat
+        self.gw = {i: self.grads[f"w{i}"] for i in range(1, last + 1)}
+        self.gb = {i: self.grads[f"b{i}"] for i in range(1, last + 1)}
         self.p = ops.empty((n, sizes[-1]), dt, dev)
         self.rows = (ops.empty((n, 1), dt, dev), ops.empty((n, 1), dt, dev))
+
+    def flat_grads(self) -> FlatDict:
+        """The gradients written by the last backward pass, as views of one flat buffer
+        (rebuilt if a caller replaced entries of the dict handed out before)."""
+        g = self.grads
+        if g.flat is None:
+            g = self.grads = FlatDict(self._grad_views, self._grad_flat, g.layout)
+        return g

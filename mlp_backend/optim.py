@@ -59,12 +59,50 @@ class Optimizer:
         return t
 
     def step(self, params: dict, grads: dict, xp) -> None:
-        """One update of every parameter in ``params`` (in place)."""
+        """One update of every parameter in ``params`` (in place).
+
+        Where ``params`` and ``grads`` are :class:`~mlp_backend.backend.FlatDict` views of
+        two flat buffers with one layout (the training loop's buffer-reusing path), the
+        update runs on the flat buffers: one kernel sequence for all weights (decayed) and
+        one for all biases, instead of one per parameter. Same arithmetic either way."""
         self.t += 1
+        pf, gf = getattr(params, "flat", None), getattr(grads, "flat", None)
+        if pf is not None and gf is not None and params.layout == grads.layout:
+            ops = ops_for(xp)
+            if ops.reuses_buffers:
+                self._step_flat(params, pf, gf, ops)
+                return
         for key, g in grads.items():
             self._update(key, params, g, xp)
 
-    def _update(self, key, params, g, xp):  # pragma: no cover - abstract
+    def _step_flat(self, params, pf, gf, ops):
+        bufs = [self._flat_state(kind, params, ops) for kind in self.buffer_names]
+        tmp = self._scratch("__flat__", pf, ops)
+        nd = params.n_decay
+        if self.weight_decay and nd:  # weights (the prefix) decayed, biases not
+            self._apply(ops, pf[:nd], gf[:nd], [b[:nd] for b in bufs], self.weight_decay, tmp[:nd])
+            if nd < pf.shape[0]:
+                self._apply(ops, pf[nd:], gf[nd:], [b[nd:] for b in bufs], 0.0, tmp[nd:])
+        else:
+            self._apply(ops, pf, gf, bufs, 0.0, tmp)
+
+    def _flat_state(self, kind, params, ops):
+        """The flat buffer behind ``state[kind]``, laid out like ``params``; state loaded or
+        built per parameter before is copied in (missing entries start at zero)."""
+        st = self.state.get(kind)
+        if getattr(st, "flat", None) is None or st.layout != params.layout:
+            st = self.state[kind] = ops.pack(params.layout, params.flat.dtype, getattr(params.flat, "device", None),
+                                             st or None, order=list(params))
+        return st.flat
+
+    def _update(self, key, params, g, xp):
+        ops, w = ops_for(xp), params[key]
+        wd = self.weight_decay if key.startswith("w") else 0.0
+        bufs = [self._buffer(kind, key, g, xp) for kind in self.buffer_names]
+        self._apply(ops, w, g, bufs, wd, self._scratch(key, w, ops))
+
+    def _apply(self, ops, w, g, bufs, wd, tmp):  # pragma: no cover - abstract
+        """Update ``w`` in place from ``g`` with state buffers ``bufs`` (``buffer_names``)."""
         raise NotImplementedError
 
     # ----- checkpoints ------------------------------------------------------------------
@@ -93,10 +131,8 @@ class Optimizer:
 class SGD(Optimizer):
     name = "sgd"
 
-    def _update(self, key, params, g, xp):
-        ops, w = ops_for(xp), params[key]
-        wd = self.weight_decay if key.startswith("w") else 0.0
-        ops.sgd_(w, g, self.lr, wd, self._scratch(key, w, ops))
+    def _apply(self, ops, w, g, bufs, wd, tmp):
+        ops.sgd_(w, g, self.lr, wd, tmp)
 
 
 class GD(SGD):
@@ -118,11 +154,8 @@ class Momentum(Optimizer):
     def config(self):
         return {**super().config(), "momentum": self.momentum}
 
-    def _update(self, key, params, g, xp):
-        ops, w = ops_for(xp), params[key]
-        wd = self.weight_decay if key.startswith("w") else 0.0
-        v = self._buffer("v", key, g, xp)
-        ops.momentum_(w, v, g, self.lr, self.momentum, wd, self.nesterov, self._scratch(key, w, ops))
+    def _apply(self, ops, w, g, bufs, wd, tmp):
+        ops.momentum_(w, bufs[0], g, self.lr, self.momentum, wd, self.nesterov, tmp)
 
 
 class Nesterov(Momentum):
@@ -142,14 +175,11 @@ class Adam(Optimizer):
     def config(self):
         return {**super().config(), "betas": [self.beta1, self.beta2], "eps": self.eps}
 
-    def _update(self, key, params, g, xp):
-        ops, w = ops_for(xp), params[key]
-        wd = self.weight_decay if key.startswith("w") else 0.0
-        m, v = self._buffer("m", key, g, xp), self._buffer("v", key, g, xp)
+    def _apply(self, ops, w, g, bufs, wd, tmp):
         c2 = math.sqrt(1.0 - self.beta2 ** self.t)
         step = self.lr * c2 / (1.0 - self.beta1 ** self.t)
-        ops.adam_(w, m, v, g, self.lr, self.beta1, self.beta2, self.eps * c2, step, wd, self.decoupled,
-                  self._scratch(key, w, ops))
+        ops.adam_(w, bufs[0], bufs[1], g, self.lr, self.beta1, self.beta2, self.eps * c2, step, wd,
+                  self.decoupled, tmp)
 
 
 class AdamW(Adam):
@@ -173,8 +203,9 @@ def make_optimizer(name: str, lr: float, weight_decay: float = 0.0, **kwargs) ->
 
 def make_schedule(name: str, lr: float, epochs: int, *, step_size: int = 10, gamma: float = 0.1,
                   min_lr: float = 0.0, warmup: int = 0) -> Callable[[int], float]:
-    """``constant``, ``step`` (x gamma every ``step_size`` epochs) or ``cosine`` (to ``min_lr``
-    at the last epoch), each with an optional linear warm-up over ``warmup`` epochs."""
+    """``constant``, ``step`` (x gamma every ``step_size`` epochs) or ``cosine`` (half a cosine
+    from ``lr`` down towards ``min_lr``, which it would reach one epoch after the last, so the
+    last epoch still learns), each with an optional linear warm-up over ``warmup`` epochs."""
     if name == "constant":
         base = lambda e: lr  # noqa: E731
     elif name == "step":
@@ -182,7 +213,7 @@ def make_schedule(name: str, lr: float, epochs: int, *, step_size: int = 10, gam
             raise ValueError(f"step_size must be >= 1, got {step_size}")
         base = lambda e: lr * gamma ** (e // step_size)  # noqa: E731
     elif name == "cosine":
-        span = max(epochs - 1 - warmup, 1)
+        span = max(epochs - warmup, 1)
         base = lambda e: min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(e - warmup, span) / span))  # noqa: E731
     else:
         raise ValueError(f"unknown schedule {name!r}; choose from constant, step, cosine")

@@ -104,7 +104,7 @@ class Trainer:
         if self.batch_size is None or self.batch_size >= n:
             return [None]
         order = self.rng.permutation(n) if self.shuffle else range(n)
-        perm = self.model.backend.asarray(order, "int64")  # one host->device copy, no sync
+        perm = self._perm = self.model.backend.asarray(order, "int64")  # one host->device copy, no sync
         return [perm[i:min(i + self.batch_size, n)] for i in range(0, n, self.batch_size)]
 
     def train_epoch(self, x, y, bar=None):
@@ -123,6 +123,11 @@ class Trainer:
         scale = PIXEL_SCALE if xp.isdtype(x.dtype, "integral") else None
         targets = self._targets(y)
         loss_sum = correct = None
+        # Buffer-reusing backends with integer labels: each step only writes its predicted
+        # classes into an epoch-long buffer; they are compared with the labels once, at the
+        # end of the epoch (the labels are then gathered in the epoch's order, once).
+        preds = self._preds(x.shape[0]) if ops.reuses_buffers and y.ndim == 1 else None
+        pos = 0
         model.reuse_buffers = ops.reuses_buffers
         try:
             for idx in self._batches(x.shape[0]):
@@ -131,18 +136,34 @@ class Trainer:
                 else:
                     buf = self._buffers(idx.shape[0], x, y, targets)
                     xb = ops.cast_scale(ops.gather_rows(x, idx, buf[0]), model.dtype, scale, buf[1])
-                    yb = ops.gather_rows(y, idx, buf[2])
-                    tb = yb if targets is y else ops.gather_rows(targets, idx, buf[3])
+                    yb = None if preds is not None else ops.gather_rows(y, idx, buf[2])
+                    tb = ops.gather_rows(targets, idx, buf[3]) if yb is None or targets is not y else yb
                 loss, grads, cache = model.loss_and_grads(xb, tb, self.normalizer)
                 self.optimizer.step(model.params, grads, xp)
-                l_b, c_b = loss * xb.shape[0], F.accuracy_count(cache.output, yb, xp)
+                l_b = loss * xb.shape[0]
                 loss_sum = l_b if loss_sum is None else loss_sum + l_b
-                correct = c_b if correct is None else correct + c_b
+                if idx is not None and preds is not None:
+                    ops.argmax_rows(cache.output, preds[pos:pos + idx.shape[0]])
+                    pos += idx.shape[0]
+                else:
+                    c_b = F.accuracy_count(cache.output, yb, xp)
+                    correct = c_b if correct is None else correct + c_b
                 if bar is not None:
                     bar.update(xb.shape[0])
         finally:
             model.reuse_buffers = False
+        if pos:
+            c_e = F.count_equal(preds[:pos], ops.gather_rows(y, self._perm[:pos]), xp)
+            correct = c_e if correct is None else correct + c_e
         return loss_sum, correct
+
+    def _preds(self, n):
+        """An (n,) index buffer for the predicted classes of one epoch (reused)."""
+        p = getattr(self, "_preds_buf", None)
+        if p is None or p.shape[0] != n:
+            ops = self.model.ops
+            p = self._preds_buf = ops.empty((n,), self.model.xp.int64, self.model.backend.device)
+        return p
 
     def _targets(self, y):
         """One-hot rows for integer labels, built on the device once per (y, model dtype)."""

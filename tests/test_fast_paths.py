@@ -200,3 +200,187 @@ def test_full_batch_runs_the_network_once_per_epoch(monkeypatch):
     model = mb.MLP([8, 16, 3], "relu", device="cpu", seed=0)
     mb.fit(model, mb.make_optimizer("gd", 0.5), x, y, epochs=4, batch_size=None, progress="none")
     assert len(n_forward) == 4
+
+
+# ----- one flat buffer for parameters, gradients and optimizer state (issue 5, round 2) ------
+
+def _flat_of(d):
+    return getattr(d, "flat", None)
+
+
+def _views_of_flat(d):
+    f = _flat_of(d)
+    return f is not None and all(np.shares_memory(v, f) for v in d.values())
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+@pytest.mark.parametrize("wd", [0.0, 1e-2])
+def test_flat_optimizer_step_equals_per_parameter_step(opt, wd):
+    """The flat update (weights decayed, biases not) = the per-parameter update, state too."""
+    import array_api_compat.numpy as xp
+    model = mb.MLP([7, 6, 5, 3], "relu", device="cpu", seed=0)
+    assert _views_of_flat(model.params)
+    ws = model.workspace(4)
+    grads = ws.flat_grads()
+    rng = np.random.default_rng(0)
+    grads.flat[:] = rng.normal(size=grads.flat.shape)
+    plain_p = {k: v.copy() for k, v in model.params.items()}
+    plain_g = {k: v.copy() for k, v in grads.items()}
+    kw = {"momentum": 0.8} if opt in ("momentum", "nesterov") else {}
+    o_flat, o_key = mb.make_optimizer(opt, 0.05, wd, **kw), mb.make_optimizer(opt, 0.05, wd, **kw)
+    for _ in range(3):
+        o_flat.step(model.params, grads, xp)
+        o_key.step(plain_p, plain_g, xp)
+    for k in plain_p:
+        np.testing.assert_allclose(model.params[k], plain_p[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    sd_flat, sd_key = o_flat.state_dict(model.backend), o_key.state_dict(model.backend)
+    assert sorted(sd_flat) == sorted(sd_key)
+    for k in sd_key:
+        np.testing.assert_allclose(sd_flat[k], sd_key[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    assert all(_views_of_flat(st) for st in o_flat.state.values())
+
+
+def test_params_stay_views_and_references_see_training():
+    x, y = blobs(n=128, seed=4)
+    model = mb.MLP([8, 16, 3], "relu", device="cpu", seed=0)
+    held, w1 = model.params, model.params["w1"]
+    before = w1.copy()
+    mb.fit(model, mb.make_optimizer("momentum", 0.05, 1e-3), x, y, epochs=2, batch_size=32, progress="none")
+    assert model.params is held and model.params["w1"] is w1 and _views_of_flat(model.params)
+    assert not np.array_equal(w1, before)
+
+
+def _fit_twice(replace, opt="adam"):
+    """Train 1 epoch, apply ``replace(model, trainer)``, train 1 more; the same run on the
+    portable path (no flat buffers) must give the same weights."""
+    x, y = blobs(n=200, seed=4)
+    out = []
+    for portable in (False, True):
+        with pytest.MonkeyPatch.context() as mp:
+            if portable:
+                mp.setattr(mb.MLP, "ops", property(lambda self: ops_for(self.xp, portable=True)))
+                mp.setattr("mlp_backend.optim.ops_for", lambda xp: ops_for(xp, portable=True))
+            model = mb.MLP([8, 16, 12, 3], "relu", device="cpu", seed=0)
+            assert _flat_of(model.params) is None if portable else _views_of_flat(model.params)
+            tr = Trainer(model, mb.make_optimizer(opt, 0.05, weight_decay=1e-3), batch_size=32, seed=1,
+                         progress="none", log=lambda s: None)
+            tr.fit(x, y, 1)
+            replace(model, tr)
+            tr.fit(x, y, 2)
+        out.append(model)
+    fast, ref = out
+    assert _views_of_flat(fast.params), "the flat path was not rebuilt"
+    for k, v in ref.params.items():
+        np.testing.assert_allclose(np.asarray(fast.params[k]), np.asarray(v), rtol=1e-5, atol=1e-6, err_msg=k)
+    return fast
+
+
+def test_flat_path_survives_params_replaced_by_assignment():
+    """``model.params = {...}`` (early stopping's restore does this): repacked, not lost."""
+    def replace(model, tr):
+        model.params = {k: np.array(v) * 0.5 for k, v in model.params.items()}
+    _fit_twice(replace)
+
+
+def test_flat_path_survives_item_assignment_gradcheck_style():
+    """``model.params[name] = new`` (gradcheck's perturbation) drops the flat buffer."""
+    def replace(model, tr):
+        model.params["w2"] = np.array(model.params["w2"]) + 0.01
+        assert _flat_of(model.params) is None  # dropped on the fast run; plain dict on the other
+    _fit_twice(replace)
+
+
+def test_flat_path_after_gradcheck_and_early_stopping():
+    from mlp_backend.gradcheck import check_gradients
+    x, y = blobs(n=120, seed=2)
+    model = mb.MLP([8, 10, 3], "tanh", device="cpu", dtype="float64", seed=0)
+    mb.fit(model, mb.make_optimizer("sgd", 0.1), x, y, epochs=1, batch_size=32, progress="none")
+    check_gradients(model, np.asarray(x[:5], np.float64) / 255, y[:5])
+    mb.fit(model, mb.make_optimizer("sgd", 0.1), x, y, epochs=1, batch_size=32, progress="none")
+    assert _views_of_flat(model.params)
+    # early stopping restores the best weights by assignment; training afterwards repacks
+    tr = Trainer(model, mb.make_optimizer("momentum", 0.5), batch_size=16, patience=1, progress="none",
+                 log=lambda s: None)
+    tr.fit(x, y, 6, x[:40], y[:40])
+    best = tr.best[2]
+    for k in best:
+        np.testing.assert_array_equal(model.params[k], best[k])
+    mb.fit(model, mb.make_optimizer("sgd", 0.1), x, y, epochs=1, batch_size=32, progress="none")
+    assert _views_of_flat(model.params)
+    assert all(not np.shares_memory(model.params[k], best[k]) for k in best)
+
+
+def test_flat_path_after_to_astype_and_deepcopy():
+    import copy
+    x, y = blobs(n=96, seed=3)
+    model = mb.MLP([8, 10, 3], "relu", device="cpu", seed=0)
+    model.astype("float64")
+    assert _views_of_flat(model.params) and model.params.flat.dtype == np.float64
+    model.astype("float32").to("cpu")
+    assert _views_of_flat(model.params) and model.params.flat.dtype == np.float32
+    import pickle
+    for dup in (copy.deepcopy(model.params), copy.copy(model.params), model.params.copy(),
+                pickle.loads(pickle.dumps(model.params))):
+        assert type(dup) is dict and _flat_of(dup) is None  # copies are plain dicts
+    dup = copy.deepcopy(model.params)
+    assert not any(np.shares_memory(dup[k], model.params.flat) for k in dup)
+    twin = mb.MLP([8, 10, 3], "relu", device="cpu", params=dup)
+    before = {k: np.array(v) for k, v in model.params.items()}
+    mb.fit(twin, mb.make_optimizer("sgd", 0.1), x, y, epochs=1, batch_size=32, progress="none")
+    for k in before:  # training the copy leaves the original alone
+        np.testing.assert_array_equal(model.params[k], before[k])
+    assert _views_of_flat(twin.params)
+
+
+def test_flat_path_after_checkpoint_round_trip(tmp_path):
+    """A checkpoint's model and optimizer state (plain arrays) repack and resume exactly."""
+    from mlp_backend.checkpoint import load_checkpoint, save_checkpoint
+    x, y = blobs(n=160, seed=5)
+
+    def run(resume):
+        model = mb.MLP([8, 12, 3], "relu", device="cpu", seed=0)
+        opt = mb.make_optimizer("adam", 0.01, 1e-3)
+        tr = Trainer(model, opt, batch_size=32, seed=3, progress="none", log=lambda s: None)
+        tr.fit(x, y, 1)
+        if resume:
+            save_checkpoint(tmp_path / "c.npz", model, opt, tr)
+            ck = load_checkpoint(tmp_path / "c.npz")
+            model, opt = ck.model, ck.optimizer
+            tr = Trainer(model, opt, batch_size=32, seed=3, progress="none", log=lambda s: None)
+            ck.restore(tr)
+        tr.fit(x, y, 3)
+        return model, opt
+    (m1, o1), (m2, o2) = run(False), run(True)
+    for k in m1.params:
+        np.testing.assert_allclose(m2.params[k], m1.params[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    assert _views_of_flat(m2.params) and all(_views_of_flat(s) for s in o2.state.values())
+
+
+def test_flat_grads_rebuilt_when_caller_replaces_an_entry():
+    x, y = blobs(n=64, seed=1)
+    model = mb.MLP([8, 6, 3], "relu", device="cpu", seed=0)
+    model.reuse_buffers = True
+    try:
+        xb = np.asarray(x[:16], np.float32) / 255
+        g = model.loss_and_grads(xb, y[:16])[1]
+        g["w1"] = np.zeros_like(g["w1"])  # the caller's own array
+        g2 = model.loss_and_grads(xb, y[:16])[1]
+        assert _views_of_flat(g2) and not np.all(g2["w1"] == 0)
+    finally:
+        model.reuse_buffers = False
+
+
+def test_epoch_accuracy_from_deferred_predictions_equals_per_step_count():
+    """The fast path counts correct predictions once per epoch; same counts as per step."""
+    fast, hf, _ = _train("cpu", "sgd", epochs=3)
+    with pytest.MonkeyPatch.context() as mp:
+        ref, hr, _ = _train("cpu", "sgd", epochs=3, monkeypatch=mp, portable=True)
+    assert hf["train_accuracy"] == hr["train_accuracy"]
+
+
+def test_bias_gradient_gemv_equals_reduction():
+    import array_api_compat.numpy as xp
+    ops = ops_for(xp)
+    d = np.random.default_rng(0).normal(size=(128, 100)).astype(np.float32)
+    np.testing.assert_allclose(ops.sum_rows(d, np.empty(100, np.float32)), d.sum(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ops.sum_rows(d), d.sum(0), rtol=1e-5, atol=1e-5)

@@ -116,10 +116,12 @@ def test_optimizers_equal_torch_optim(name, kw):
 def test_schedules():
     step = mb.make_schedule("step", 0.1, 30, step_size=10, gamma=0.5)
     assert [step(e) for e in (0, 9, 10, 25)] == [0.1, 0.1, 0.05, 0.025]
-    cos = mb.make_schedule("cosine", 0.1, 11, min_lr=0.001)
-    assert cos(0) == pytest.approx(0.1) and cos(10) == pytest.approx(0.001) and cos(5) == pytest.approx(0.0505)
-    warm = mb.make_schedule("cosine", 0.1, 11, warmup=2)
-    assert warm(0) == pytest.approx(0.05) and warm(2) == pytest.approx(0.1)
+    cos = mb.make_schedule("cosine", 0.1, 10, min_lr=0.001)
+    assert cos(0) == pytest.approx(0.1) and cos(5) == pytest.approx(0.0505) and cos(10) == pytest.approx(0.001)
+    lrs = [cos(e) for e in range(10)]
+    assert lrs == sorted(lrs, reverse=True) and 0.001 < lrs[-1] < 0.005  # the last epoch still learns
+    warm = mb.make_schedule("cosine", 0.1, 12, warmup=2)
+    assert warm(0) == pytest.approx(0.05) and warm(2) == pytest.approx(0.1) and warm(11) > 0
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         mb.make_schedule("linear", 0.1, 10)
 
