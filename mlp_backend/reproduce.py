@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shlex
 import math
 import os
 import platform
@@ -373,6 +374,7 @@ def build_report(ctx: dict) -> str:
         L += ["", "Validation loss is in each row's own units (printed MSE for sigmoid rows, cross-entropy "
               "for softmax rows), so compare accuracies across rows.", "",
               f"![ablation]({IMG.as_posix()}/ablation.png)", ""]
+    L += sweep_section(ctx.get("sweep"))
     # -- speed
     L += ["## Speed: the printed code vs our faithful preset", ""]
     if speed:
@@ -410,13 +412,14 @@ def cmd_reproduce(args) -> int:
     log = (lambda s: print(s, flush=True))
     if args.report_only:  # same numbers, same run: only the text and figures are rebuilt
         ctx = json.loads((img / "results.json").read_text())
+        ctx["command"] = _command(shlex.split(ctx["command"].partition("mlp-backend ")[2]))
         ctx["figures"] = plot_paper_figures(pd.read_csv(img / "curves.csv"), img)
         if ctx["ablation"]:
             plot_ablation(pd.read_csv(img / "ablation.csv"), img)
         if "saturation" not in ctx:  # deterministic (seed 0), so recomputing it gives the run's numbers
             pool = load_pool(ctx.get("dataset", "mnist"), ctx.get("data_path"), log=None)
             ctx["saturation"] = saturation(pool, ctx["quick"], ctx["device"])
-        ctx.update(findings=findings(ctx), seed_note=_seed_note(ctx))
+        ctx.update(findings=findings(ctx), seed_note=_seed_note(ctx), sweep=load_sweep(img))
         if ctx["speed"]:
             ctx["speed"]["notes"] = speed_notes(ctx["speed"])
         write_text(out / "reproduction.md", build_report(ctx))
@@ -439,20 +442,61 @@ def cmd_reproduce(args) -> int:
         ac = curves_frame(abl, key="key")
         write_csv(img / "ablation.csv", ac)
         plot_ablation(ac, img)
-    argv = " ".join(getattr(args, "argv", None) or sys.argv[1:]) or "reproduce"
     ctx = {"runs": _light(runs), "ablation": _light(abl), "speed": speed, "figures": figures,
-           "quick": args.quick, "command": f"MLP_BACKEND_DATA_DIR=/tmp/mlpcache mlp-backend {argv}",
+           "quick": args.quick, "command": _command(getattr(args, "argv", None) or sys.argv[1:]),
            "machine": _machine(), "device": args.device, "started": started, "pool": pool[2],
            "ablation_preset": args.ablation_preset, "total_seconds": time.perf_counter() - t_start,
            "dataset": args.dataset, "data_path": args.data_path,
            "saturation": saturation(pool, args.quick, args.device)}
     _atomic_write(img / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(ctx, indent=1, default=float)))
-    ctx["findings"], ctx["seed_note"] = findings(ctx), _seed_note(ctx)
+    ctx["findings"], ctx["seed_note"], ctx["sweep"] = findings(ctx), _seed_note(ctx), load_sweep(img)
     if speed is not None:
         speed["notes"] = speed_notes(speed)
     write_text(out / "reproduction.md", build_report(ctx))
     log(f"wrote {out / 'reproduction.md'} in {ctx['total_seconds'] / 60:.1f} min")
     return 0
+
+
+def load_sweep(img: Path) -> dict | None:
+    """The last ``mlp-backend sweep`` written next to the report: its final-epoch table and
+    how it was run, or None when there is none."""
+    if not (img / "sweep.csv").exists() or not (img / "sweep.json").exists():
+        return None
+    import pandas as pd
+    df = pd.read_csv(img / "sweep.csv")
+    last = df[df["epoch"] == df["epoch"].max()]
+    table = (last.groupby(["init", "hidden1", "hidden2"])["val_accuracy"].agg(["mean", "min", "max", "count"])
+             .reset_index().to_dict("records"))
+    return {**json.loads((img / "sweep.json").read_text()), "epochs": int(df["epoch"].max()), "table": table}
+
+
+def sweep_section(sweep) -> list[str]:
+    if not sweep:
+        return []
+    L = ["## Sweep: hidden widths and epochs", "",
+         f"The paper's other dimensions, from `{sweep['command']}` ({sweep['minutes']:.1f} min on "
+         f"{sweep['machine']}, started {sweep['started']}). Full-batch, every other setting of the "
+         f"faithful presets kept; validation accuracy (%) after {sweep['epochs']} epochs "
+         "(mean, min–max over seeds). The per-epoch table is `img/reproduction/sweep.csv`.", "",
+         "| init | hidden | val acc | min–max | seeds |", "|---|---|---|---|---|"]
+    for r in sweep["table"]:
+        L.append(f"| {r['init']} | {r['hidden1']}-{r['hidden2']} | {100 * r['mean']:.2f} | "
+                 f"{100 * r['min']:.2f}–{100 * r['max']:.2f} | {r['count']} |")
+    return L + ["", f"![sweep]({IMG.as_posix()}/sweep.png)", ""]
+
+
+def _command(argv) -> str:
+    """The command line a reader runs to regenerate the report: ``--out`` (where this copy
+    was written) and ``--report-only`` are left out, the rest kept as given."""
+    argv, keep, skip = list(argv), [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not (a.startswith("--out=") or a == "--report-only"):
+            keep.append(a)
+    return "mlp-backend " + (" ".join(shlex.quote(a) for a in keep) or "reproduce")
 
 
 def _seed_note(ctx) -> str:
@@ -646,7 +690,7 @@ def cmd_sweep(args) -> int:
     pool = load_pool(args.dataset, args.data_path, log=None)
     widths = [tuple(int(v) for v in w.split("x")) for w in args.widths.split(",")]
     epochs = 15 if args.quick else args.epochs
-    rows = []
+    rows, t_start = [], time.perf_counter()
     for init in args.inits.split(","):
         base = PRESETS["paper-random" if init in ("paper-random", "uniform") else "paper-he"]
         for h1, h2 in widths:
@@ -673,6 +717,9 @@ def cmd_sweep(args) -> int:
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("Validation accuracy (%)")
     save_figure(img / "sweep.png", fig)
+    meta = {"command": _command(getattr(args, "argv", None) or sys.argv[1:]), "machine": _machine(),
+            "minutes": (time.perf_counter() - t_start) / 60, "started": time.strftime("%Y-%m-%d %H:%M %Z")}
+    write_text(img / "sweep.json", json.dumps(meta, indent=1))
     print(f"wrote {img / 'sweep.csv'} and {img / 'sweep.png'}")
     return 0
 

@@ -102,6 +102,11 @@ def test_cli_writes_report_atomically(tmp_path):
     import pandas as pd
     df = pd.read_csv(img / "sweep.csv")
     assert set(df["hidden1"]) == {8, 16} and (img / "sweep.png").exists()
+    # The report's regenerate command names no output folder; a sweep next to it joins the report.
+    assert "--out" not in md and "mlp-backend reproduce --quick" in md and "## Sweep" not in md
+    assert R.main(["reproduce", *base, "--report-only"]) == 0
+    md2 = (out / "reproduction.md").read_text()
+    assert "## Sweep" in md2 and "| paper-he | 16-8 |" in md2 and "mlp-backend sweep --quick" in md2
 
 
 def _mnist_pool():
