@@ -411,8 +411,11 @@ def blas_info() -> str:
         with contextlib.redirect_stdout(buf):
             np.show_config()
         return buf.getvalue().rstrip()
-    return "\n".join(f"{d.get('internal_api')} {d.get('version')} ({d.get('threading_layer', '')}, "
-                     f"{d.get('num_threads')} threads): {d.get('filepath')}" for d in threadpool_info())
+    def line(d):
+        what = " ".join(str(d[k]) for k in ("internal_api", "version") if d.get(k))
+        how = ", ".join(str(v) for v in (d.get("threading_layer"), d.get("architecture")) if v)
+        return f"{what} ({how + ', ' if how else ''}{d.get('num_threads')} threads): {d.get('filepath')}"
+    return "\n".join(line(d) for d in threadpool_info())
 
 
 def cmd_info(args) -> int:
