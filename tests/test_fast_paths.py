@@ -179,18 +179,6 @@ def test_steps_reuse_their_buffers(monkeypatch):
     assert all(g1[k] is not g2[k] for k in g1)
 
 
-def test_no_host_transfer_during_steps_on_the_fast_path(monkeypatch):
-    """The host-transfer helper runs once per epoch, never per step (NumPy path too)."""
-    calls = []
-    real = backend_mod.to_numpy
-    monkeypatch.setattr(backend_mod, "to_numpy", lambda x: calls.append(1) or real(x))
-    x, y = blobs(n=256)
-    model = mb.MLP([8, 16, 3], "relu", device="cpu", seed=0)
-    calls.clear()
-    mb.fit(model, mb.make_optimizer("adam", 0.01), x, y, epochs=3, batch_size=16, progress="none")
-    assert len(calls) == 3
-
-
 def test_full_batch_runs_the_network_once_per_epoch(monkeypatch):
     n_forward = []
     real = mb.MLP.forward

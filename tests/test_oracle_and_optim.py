@@ -186,12 +186,14 @@ def test_early_stopping_restores_the_best_weights():
     assert float(loss_sum) / len(yv) == pytest.approx(best_val, rel=1e-5)
 
 
-def test_one_host_sync_per_epoch(monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", "array_api_strict:device1"])  # the fast path, the portable one
+def test_one_host_sync_per_epoch(monkeypatch, device):
+    """The host-transfer helper runs once per epoch (48 steps here), never per step."""
     calls = []
     real = backend_mod.to_numpy
     monkeypatch.setattr(backend_mod, "to_numpy", lambda x: calls.append(1) or real(x))
     x, y = blobs(n=256)
-    model = mb.MLP([8, 16, 3], "relu", device="array_api_strict:device1", seed=0)
+    model = mb.MLP([8, 16, 3], "relu", device=device, seed=0)
     b = model.backend
     xd, yd, xv, yv = b.asarray(x), b.asarray(y), b.asarray(x[:64]), b.asarray(y[:64])
     calls.clear()
