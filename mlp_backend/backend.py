@@ -370,14 +370,7 @@ def flat_layout(shapes: dict) -> tuple:
 
 def n_decay(layout: tuple) -> int:
     """Length of the weight prefix of a :func:`flat_layout`."""
-    n = 0
-    for k, shape in layout:
-        if k.startswith("w"):
-            size = 1
-            for s in shape:
-                size *= s
-            n += size
-    return n
+    return sum(_size(shape) for k, shape in layout if k.startswith("w"))
 
 
 class PortableOps:

@@ -53,7 +53,7 @@ def prepare_inputs(x, model: MLP):
     return x if x.dtype == model.dtype else xp.astype(x, model.dtype)
 
 
-def evaluate(model: MLP, x, y, batch_size: int = 10_000, normalizer=None):
+def evaluate(model: MLP, x, y, batch_size: int = 10_000):
     """(sum of per-batch mean losses weighted by batch size, number correct) as device
     scalars: divide by ``x.shape[0]`` on the host for the means. No host sync."""
     xp = model.xp
@@ -218,7 +218,7 @@ class Trainer:
                 loss_sum, correct = self.train_epoch(x, y, bar)
                 sums = [loss_sum, model.xp.astype(correct, model.dtype)]
                 if has_val:
-                    vl, vc = evaluate(model, x_val, y_val, normalizer=self.normalizer)
+                    vl, vc = evaluate(model, x_val, y_val)
                     sums += [vl, model.xp.astype(vc, model.dtype)]
                 values = backend.to_numpy(model.xp.stack(sums))  # the epoch's one host sync
                 seconds = time.perf_counter() - t0
