@@ -203,10 +203,6 @@ class Distributed:
         if timeout is None:
             timeout = float(os.environ.get(ENV_TIMEOUT) or DEFAULT_TIMEOUT)
         self.timeout = timeout if timeout > 0 else None
-        local = comm.Split_type(_mpi().COMM_TYPE_SHARED) if self.size > 1 else None
-        self.local_rank = local.Get_rank() if local is not None else 0
-        if local is not None:
-            local.Free()
         self.transport, self.reason = "mpi", "NumPy arrays reduced in place over MPI"
         self._backend = self._nccl = self._zeros = None
         self._last_grads = None
@@ -224,16 +220,25 @@ class Distributed:
         return f"Distributed(rank {self.rank} of {self.size}, transport {self.transport!r})"
 
     # ----- set-up ----------------------------------------------------------------------
+    def local_rank(self) -> int:
+        """This rank's index among the ranks on its machine (collective: every rank calls it)."""
+        local = self.comm.Split_type(_mpi().COMM_TYPE_SHARED)
+        try:
+            return local.Get_rank()
+        finally:
+            local.Free()
+
     def pick_device(self, spec=None):
         """The backend this rank trains on: a CUDA device given without an index
         (``cuda``, ``auto`` on a GPU machine) becomes ``cuda:<local rank mod GPUs>``, one
-        GPU per rank; an explicit ``cuda:N`` is kept (ranks then share it)."""
+        GPU per rank; an explicit ``cuda:N`` is kept (ranks then share it). Collective
+        where the device is CUDA: every rank calls it."""
         backend = get_backend(spec)
         raw = spec if isinstance(spec, str) else (os.environ.get("MLP_BACKEND_DEVICE") if spec is None else None)
         if backend.name != "cupy" or (raw and raw.strip().rpartition(":")[2].isdigit()):
             return backend
         import cupy  # the CuPy backend is in use, so CuPy is installed
-        return get_backend(f"cuda:{self.local_rank % cupy.cuda.runtime.getDeviceCount()}")
+        return get_backend(f"cuda:{self.local_rank() % cupy.cuda.runtime.getDeviceCount()}")
 
     def root_first(self, fn):
         """``fn()`` on rank 0, then on the other ranks (so a download or cache write
@@ -282,6 +287,7 @@ class Distributed:
         model's device first; with ``trainer``, also check that every rank starts from
         the same epoch, optimizer step and shuffling RNG state (the same checkpoint)."""
         self._bind(model.backend)
+        self._last_grads = None
         params = model.flat_params()
         flat = getattr(params, "flat", None)
         if flat is not None:
@@ -404,7 +410,7 @@ class Distributed:
         flat = getattr(like, "flat", None)
         if flat is None:
             return {k: self._backend.xp.zeros_like(v) for k, v in like.items()}
-        if self._zeros is None or self._zeros.layout != like.layout:
+        if self._zeros is None or self._zeros.layout != like.layout or self._zeros.flat.dtype != flat.dtype:
             self._zeros = self._backend.ops.pack(like.layout, flat.dtype, self._backend.device, order=list(like))
         else:
             self._zeros.flat[...] = 0
