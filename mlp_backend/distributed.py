@@ -263,9 +263,10 @@ class Distributed:
         self.reason = f"{backend.name} arrays copied to the host for MPI"
         if backend.name != "cupy":
             return
+        import cupy
         why = _nccl_unusable()
-        MPI = _mpi()
-        peers = self.comm.allgather((MPI.Get_processor_name(), backend.device.pci_bus_id, why))
+        bus = cupy.cuda.runtime.deviceGetPCIBusId(backend.device.id)  # the same GPU, whatever its index here
+        peers = self.comm.allgather((_mpi().Get_processor_name(), bus, why))
         whys = sorted({w for _, _, w in peers if w})
         gpus = [(host, bus) for host, bus, _ in peers]
         if whys:
@@ -275,7 +276,6 @@ class Distributed:
                            "--device cuda): CuPy arrays go through host buffers over MPI")
         else:
             from cupy.cuda import nccl
-            import cupy
             uid = self.comm.bcast(nccl.get_unique_id() if self.root else None, root=0)
             with cupy.cuda.Device(backend.device.id):
                 self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)

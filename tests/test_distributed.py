@@ -306,3 +306,48 @@ def test_a_rank_error_in_the_cli_aborts_with_its_message(tiny, tmp_path):
     assert "error on rank 1 of 2: disk full (injected)" in r.stderr
     assert not (tmp_path / "x" / "model.npz").exists()
 
+
+
+@pytest.mark.mpi
+@mpi_usable
+def test_the_python_example_runs_on_two_ranks(tiny, tmp_path):
+    """`mpiexec -n 2 python examples/train_mnist.py`: one model, rank 0 alone prints and saves."""
+    out = tmp_path / "example.npz"
+    r = _mpiexec(2, sys.executable, ROOT / "examples" / "train_mnist.py", "--dataset", tiny, "--epochs", "1",
+                 "--device", "cpu", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("test accuracy") == 1 and "2 ranks" in r.stdout
+    assert load_checkpoint(out).epoch == 1
+
+
+# ----- GPUs: NCCL, or host buffers where ranks share one --------------------------------------
+
+def _on_gpu(f):
+    for mark in needs_gpu:
+        f = mark(f)
+    return f
+
+
+@pytest.mark.mpi
+@mpi_usable
+@_on_gpu
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_gpu_ranks_take_the_steps_of_one_gpu_process(tmp_path, ranks):
+    """CuPy ranks: one rank always gets its own GPU, so NCCL runs (a one-rank NCCL
+    communicator); two ranks use NCCL with two GPUs and fall back to host buffers over MPI,
+    saying so, where they share one. Either way: the steps of one CuPy process."""
+    import cupy
+    out = tmp_path / "eq.npz"
+    r = _mpiexec(ranks, sys.executable, WORKER, "equivalence", out, "cuda", timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = np.load(out)
+    meta = json.loads(str(got["meta"]))
+    if ranks == 1 or cupy.cuda.runtime.getDeviceCount() >= ranks:
+        assert meta["transport"] == "nccl", meta
+    else:
+        assert meta["transport"] == "mpi-host" and "share a GPU" in meta["reason"], meta
+    for case in mpi_worker.CASES:
+        single = mpi_worker.state(mpi_worker.train_case(case, "cuda"))
+        for key, want in single.items():
+            assert _close(got[f"{case[0]}/{key}"], want, TOL[case[3]]), (case[0], key)
+        assert meta["identical"][case[0]]
