@@ -351,3 +351,22 @@ def test_gpu_ranks_take_the_steps_of_one_gpu_process(tmp_path, ranks):
         for key, want in single.items():
             assert _close(got[f"{case[0]}/{key}"], want, TOL[case[3]]), (case[0], key)
         assert meta["identical"][case[0]]
+
+
+@pytest.mark.mpi
+@mpi_usable
+def test_bench_ranks_reports_scaling_and_the_allreduce(tmp_path):
+    """`mlp-backend bench --ranks 1,2` on a tiny synthetic run: every configuration timed,
+    speed-up against 1 rank x 1 thread, the all-reduce's cost beside the step's."""
+    out = tmp_path / "scaling.json"
+    r = subprocess.run([sys.executable, "-m", "mlp_backend.cli", "bench", "--ranks", "1,2", "--nets", "784-16-10",
+                        "--data", "synthetic", "--rows", "2048", "--repeats", "1", "--batch", "256", "--json", out],
+                       capture_output=True, text=True, env=_env(), timeout=180, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    rows = {(x["ranks"], x["threads"]): x for x in json.loads(out.read_text())["results"]}
+    assert set(rows) == {(1, 1), (2, 1), (1, 2)}
+    assert rows[(1, 1)]["speedup"] == 1.0 and rows[(2, 1)]["epochs_timed"] == 2
+    two = rows[(2, 1)]
+    assert two["transport"] == "mpi" and two["allreduce_bytes"] == 4 * (784 * 16 + 16 + 16 * 10 + 10)
+    assert 0 < two["allreduce_s"] and two["allreduce_share"] == pytest.approx(two["allreduce_s"] / two["step_s"])
+    assert "| 784-16-10 | 2 × 1 |" in r.stdout
