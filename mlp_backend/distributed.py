@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np  # host side: index arithmetic and host buffers for MPI
 
-from .backend import BackendError, get_backend
+from .backend import ENV_DEVICE, BackendError, get_backend
 
 __all__ = ["Distributed", "DistributedError", "init", "launched_size", "shard_bounds", "spawn", "guard",
            "INSTALL_HINT", "ENV_TIMEOUT"]
@@ -62,6 +62,7 @@ ENV_NCCL = "MLP_BACKEND_NCCL"  # 0: never use NCCL (host buffers over MPI instea
 DEFAULT_TIMEOUT = 300.0
 # What launchers set for every rank: MPICH/Intel MPI (hydra), Open MPI, MVAPICH.
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+KNOWN_EXIT_CODES = (0, 1, 2, 3, 130)  # the CLI's: ok, error, usage, diverged, Ctrl-C
 
 
 class DistributedError(BackendError):
@@ -140,9 +141,14 @@ def spawn(ranks: int, argv: list, *, log=None) -> int:
     proc = subprocess.Popen(cmd, env=env)
     while True:
         try:
-            return proc.wait()
+            code = proc.wait()
+            break
         except KeyboardInterrupt:  # mpiexec forwards Ctrl-C to the ranks; wait for them to save and stop
             continue
+    if code not in KNOWN_EXIT_CODES:  # not one of mlp-backend's own: a rank exited early or was killed
+        sys.stderr.write(f"error: the {ranks}-rank job ended with exit code {code}: a rank exited or was killed "
+                         "(its message, if it printed one, is above)\n")
+    return code
 
 
 def _mpi():
@@ -234,7 +240,7 @@ class Distributed:
         GPU per rank; an explicit ``cuda:N`` is kept (ranks then share it). Collective
         where the device is CUDA: every rank calls it."""
         backend = get_backend(spec)
-        raw = spec if isinstance(spec, str) else (os.environ.get("MLP_BACKEND_DEVICE") if spec is None else None)
+        raw = spec if isinstance(spec, str) else (os.environ.get(ENV_DEVICE) if spec is None else None)
         if backend.name != "cupy" or (raw and raw.strip().rpartition(":")[2].isdigit()):
             return backend
         import cupy  # the CuPy backend is in use, so CuPy is installed

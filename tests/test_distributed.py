@@ -181,7 +181,8 @@ def test_bad_rank_options_fail_before_any_work(tiny, tmp_path, monkeypatch, caps
     assert not any(tmp_path.iterdir())
 
 
-def test_ranks_reruns_the_command_under_mpiexec(tiny, monkeypatch, capsys):
+@pytest.mark.parametrize("job_code", [0, 9])
+def test_ranks_reruns_the_command_under_mpiexec(tiny, monkeypatch, capsys, job_code):
     seen = {}
 
     class Proc:
@@ -189,17 +190,19 @@ def test_ranks_reruns_the_command_under_mpiexec(tiny, monkeypatch, capsys):
             seen.update(cmd=cmd, env=env)
 
         def wait(self):
-            return 0
+            return job_code
     monkeypatch.setattr(distributed, "_have_mpi4py", lambda: True)
     monkeypatch.setattr(distributed, "find_mpiexec", lambda: "/opt/mpi/bin/mpiexec")
     monkeypatch.setattr(distributed.subprocess, "Popen", Proc)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     argv = ["train", "--dataset", str(tiny), "--ranks", "2", "--epochs", "1", "--ranks=2"]
-    assert cli.main(argv) == 0
+    assert cli.main(argv) == job_code
     assert seen["cmd"] == ["/opt/mpi/bin/mpiexec", "-n", "2", sys.executable, "-m", "mlp_backend.cli",
                            "train", "--dataset", str(tiny), "--epochs", "1"]
     assert seen["env"]["OPENBLAS_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
-    assert "running 2 ranks" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "running 2 ranks" in err
+    assert ("ended with exit code 9: a rank exited or was killed" in err) == (job_code == 9)
 
 
 # ----- mpiexec -n 2 -----------------------------------------------------------------------
