@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import mpi_worker
-from conftest import needs_gpu
+from conftest import needs_gpu, needs_torch
 from mlp_backend import cli, distributed
 from mlp_backend.checkpoint import load_checkpoint
 from mlp_backend.distributed import Distributed, shard_bounds
@@ -207,29 +207,39 @@ def test_ranks_reruns_the_command_under_mpiexec(tiny, monkeypatch, capsys, job_c
 
 # ----- mpiexec -n 2 -----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    """Every case of mpi_worker.CASES trained by 2 ranks (one mpiexec job)."""
-    out = tmp_path_factory.mktemp("mpi") / "eq.npz"
-    r = _mpiexec(2, sys.executable, WORKER, "equivalence", out)
-    assert r.returncode == 0, r.stderr
-    return np.load(out)
+_two_ranks = {}
+
+
+def two_ranks(device, tmp_path_factory):
+    """Every case of mpi_worker.CASES trained by 2 ranks on ``device`` (one mpiexec job)."""
+    if device not in _two_ranks:
+        out = tmp_path_factory.mktemp("mpi") / "eq.npz"
+        r = _mpiexec(2, sys.executable, WORKER, "equivalence", out, device)
+        assert r.returncode == 0, r.stderr
+        _two_ranks[device] = np.load(out)
+    return _two_ranks[device]
 
 
 @pytest.mark.mpi
 @mpi_usable
 @pytest.mark.parametrize("case", mpi_worker.CASES, ids=[c[0] for c in mpi_worker.CASES])
-def test_two_ranks_take_the_steps_of_one_process(two_ranks, case):
+@pytest.mark.parametrize("device,transport", [
+    ("cpu", "mpi"),                                  # NumPy: the flat buffers, reduced in place
+    ("array_api_strict:device1", "mpi-host"),        # the GPU stand-in: device arrays via the host
+    pytest.param("torch:cpu", "mpi-host", marks=needs_torch),
+])
+def test_two_ranks_take_the_steps_of_one_process(tmp_path_factory, device, transport, case):
     """SGD, momentum (with weight decay), Adam; float64 and float32; minibatches that split
     unevenly, a last batch of one row (rank 1 gets none), the full batch."""
     name, dtype = case[0], case[3]
-    single = mpi_worker.state(mpi_worker.train_case(case, "cpu"))
+    got_all = two_ranks(device, tmp_path_factory)
+    single = mpi_worker.state(mpi_worker.train_case(case, device))
     for key, want in single.items():
-        got = two_ranks[f"{name}/{key}"]
+        got = got_all[f"{name}/{key}"]
         assert got.dtype == want.dtype and _close(got, want, TOL[dtype]), (key, np.max(np.abs(got - want)))
-    meta = json.loads(str(two_ranks["meta"]))
+    meta = json.loads(str(got_all["meta"]))
     assert meta["identical"][name], "weights or optimizer state differ between the ranks"
-    assert meta["ranks"] == 2 and meta["transport"] == "mpi"
+    assert meta["ranks"] == 2 and meta["transport"] == transport
 
 
 
