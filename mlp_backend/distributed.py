@@ -30,9 +30,10 @@ Transports (:attr:`Distributed.transport`, also in ``metrics.json``):
 
 Failure handling: an exception on one rank prints ``error on rank r of N: ...`` and
 calls ``MPI_Abort``, which ends every rank (a killed rank ends the job through
-``mpiexec`` itself); a collective that waits longer than ``$MLP_BACKEND_DIST_TIMEOUT``
-seconds (default 300; 0 waits forever) for the other ranks aborts the job with a message
-saying so, so a hung rank cannot hang the others.
+``mpiexec`` itself); a training-step or epoch collective that waits longer than
+``$MLP_BACKEND_DIST_TIMEOUT`` seconds (default 300; 0 waits forever) for the other ranks
+aborts the job with a message saying so, so a hung rank cannot hang the others. (The
+start-up, where ranks load data at their own pace, waits without a limit.)
 
 Set-up: ``pip install 'mlp-backend[mpi]'`` (mpi4py and the MPICH wheel, which brings
 ``mpiexec``).
@@ -373,7 +374,7 @@ class Distributed:
             req = self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         else:
             req = self.comm.Ibcast(buf, root=0)
-        self._wait(req, what)
+        self._wait(req, what, op)
 
     def _nccl_inplace(self, flat, op: str) -> None:
         import cupy
@@ -386,9 +387,11 @@ class Distributed:
             else:
                 self._nccl.bcast(ptr, flat.size, dtype, 0, stream)
 
-    def _wait(self, req, what: str) -> None:
-        """Complete a nonblocking MPI request, aborting the job after ``timeout`` seconds."""
-        if self.timeout is None:
+    def _wait(self, req, what: str, op: str = "sum") -> None:
+        """Complete a nonblocking MPI request, aborting the job after ``timeout`` seconds.
+        The broadcast (``op="bcast"``) waits without a limit: it comes once, at the start,
+        after each rank has loaded the data, which may take the ranks very different times."""
+        if self.timeout is None or op == "bcast":
             req.Wait()
             return
         deadline = time.monotonic() + self.timeout
