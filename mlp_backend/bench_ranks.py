@@ -139,12 +139,16 @@ def main_args(args) -> dict:
         raise ValueError(f"--ranks takes rank counts >= 1, e.g. 1,2; got {args.ranks!r}")
     nets = NETS if args.nets == ",".join(DEFAULT_NETS) else tuple(s for s in args.nets.split(",") if s)
     batch = BATCH if args.batch == 128 else args.batch
+    load_start = os.getloadavg()
     rows = scaling(nets, ranks_list, batch=batch, repeats=args.repeats, data=args.data, rows=args.rows)
-    out = {"command": " ".join(["mlp-backend bench", *sys.argv[2:]]), "cores": os.cpu_count(),
-           "load_average": os.getloadavg(), "results": rows}
+    from .bench import _cpu_model
+    out = {"command": " ".join(["mlp-backend bench", *sys.argv[2:]]), "cores": os.cpu_count(), "cpu": _cpu_model(),
+           "load_average_start": load_start, "load_average_end": os.getloadavg(), "results": rows}
     print()
     print(format_table(rows))
-    print(f"\n(load average {' '.join(f'{v:.2f}' for v in out['load_average'])} at the end; {os.cpu_count()} cores)")
+    fmt = lambda la: " ".join(f"{v:.2f}" for v in la)  # noqa: E731
+    print(f"\n(load average {fmt(load_start)} at the start, {fmt(out['load_average_end'])} at the end; "
+          f"{os.cpu_count()} cores, {out['cpu']})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
