@@ -350,6 +350,8 @@ class Distributed:
     def allreduce_sum(self, values, first: "int | None" = None) -> np.ndarray:
         """A copy of the host array ``values`` (the epoch's loss and correct-count sums)
         with its ``first`` entries (default: all) summed over the ranks."""
+        if self._nccl is not None:  # once an epoch: an NCCL failure raised so far, as an exception here
+            self._nccl.check_async_error()
         out = np.array(values, copy=True)
         part = out[:first] if first is not None else out
         self._mpi_inplace(part, "sum", "the metrics' all-reduce")
