@@ -204,9 +204,10 @@ def ours_epoch(sizes, x, y, batch, device, lr=0.1, optimizer="sgd", cuda_graphs=
 
 def torch_net(sizes, x, y, device):
     """(net, x float32 scaled, y) for PyTorch on ``device`` ("cpu" or a CUDA device): the
-    same layers as ours, PyTorch's default init, the data pre-scaled in memory."""
+    same layers as ours, PyTorch's default init (seeded), the data pre-scaled in memory."""
     import torch
     dev = torch.device("cuda" if device != "cpu" else "cpu")
+    torch.manual_seed(0)  # PyTorch's default init from a fixed draw, as ours from seed 0
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(torch.nn.Linear(a, b))

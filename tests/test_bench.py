@@ -167,11 +167,12 @@ def test_ours_epoch_fit_path_trains_as_train_epoch(optimizer):
 def test_torch_epoch_adam_learns_on_cpu():
     x, y = blobs(800, n_features=784, n_classes=10, seed=3)
     run = B.torch_epoch([784, 32, 10], x, y, 64, "cpu", B.LR["adam"], "adam")
-    assert run() > 0
+    for _ in range(3):
+        assert run() > 0
     import torch
     with torch.no_grad():
         pred = run.net(torch.from_numpy(x).float() / 255).argmax(1).numpy()
-    assert (pred == y).mean() > 0.9  # well-separated blobs: one Adam epoch learns them
+    assert (pred == y).mean() > 0.9, (pred == y).mean()  # well-separated blobs: three Adam epochs learn them
 
 
 def test_main_writes_every_result_to_json(tmp_path, capsys):
