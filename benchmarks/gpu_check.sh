@@ -24,13 +24,13 @@
 #
 # Exit status: 0 every part passed; 1 a part failed or ran out of time (summary.json says
 # which); 2 no usable GPU, CuPy or dependency (nothing was run).
-# Knobs: PYTHON (default python3), GPU_CHECK_SECONDS (whole budget, default 225),
+# Knobs: PYTHON (default python3), GPU_CHECK_SECONDS (whole budget, default 215),
 # BENCH_REPEATS (default 5), GPU_CHECK_SITE (install folder, default /tmp/gpu_check_site).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 T0=$SECONDS
 PYTHON=${PYTHON:-python3}
-DEADLINE=${GPU_CHECK_SECONDS:-225}
+DEADLINE=${GPU_CHECK_SECONDS:-215}
 RESULTS=${OUT:-runs/gpu_check-$(date -u +%Y%m%d-%H%M%S)}
 SITE=${GPU_CHECK_SITE:-/tmp/gpu_check_site}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX") || exit 2
@@ -61,7 +61,7 @@ run_part() {
     local name=$1 limit=$2 log=$3 t=$SECONDS
     shift 3
     echo "== $name (limit ${limit}s): $*" | tee -a "$log" >&2
-    timeout -k 5 "$limit" "$@" >>"$log" 2>&1
+    timeout -k 3 "$limit" "$@" >>"$log" 2>&1
     RC[$name]=$?
     SECS[$name]=$((SECONDS - t))
     LIMIT[$name]=$limit
@@ -120,7 +120,7 @@ export MPLBACKEND=Agg PYTHONUNBUFFERED=1
 unset MLP_BACKEND_DEVICE  # each test names its device
 
 # ----- 3. the checks -----------------------------------------------------------------------
-run_part pytest "$(slot 90 130)" "$RESULTS/pytest.log" \
+run_part pytest "$(slot 90 120)" "$RESULTS/pytest.log" \
     "$PYTHON" -m pytest -m gpu -v -p no:cacheprovider -o addopts="" -rfEs --junitxml="$WORK/junit.xml"
 run_part train "$(slot 40 100)" "$RESULTS/train.log" \
     "$PYTHON" -m mlp_backend.cli train --device cuda --out "$WORK/train"
