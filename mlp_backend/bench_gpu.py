@@ -57,6 +57,30 @@ def gpu_environment() -> dict:
     return env
 
 
+def static_step(net, xs, ys, batch, lr, opt=None):
+    """``step(i)``: one training step of ``net`` on rows ``i*batch:(i+1)*batch`` of the static
+    buffers ``xs``, ``ys``, in the form a CUDA graph can capture (no ``zero_grad``, no host
+    sync): mean cross-entropy, ``autograd.grad``, then SGD with ``lr`` as one ``_foreach_add_``
+    (``opt`` None) or ``opt.step()`` on the gradients. The same maths as the eager peer's
+    ``zero_grad``/``backward``/``step``, on any device."""
+    import torch
+    params = list(net.parameters())
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def step(i):
+        rows = slice(i * batch, (i + 1) * batch)
+        loss = lossf(net(xs[rows]), ys[rows])
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            if opt is None:
+                torch._foreach_add_(params, grads, alpha=-lr)
+            else:
+                for p, g in zip(params, grads):
+                    p.grad = g
+                opt.step()
+    return step
+
+
 def torch_graph_epoch(sizes, x, y, batch, lr=0.1, optimizer="sgd", warmup_steps=3):
     """PyTorch with the whole epoch as one CUDA graph (as ../shared/tools/gpu/torch_cuda_ref.py):
     the epoch's full batches (the remainder batch is left out) captured once, each step the
@@ -72,7 +96,6 @@ def torch_graph_epoch(sizes, x, y, batch, lr=0.1, optimizer="sgd", warmup_steps=
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 products in float32, as ours
     net, xt, yt = torch_net(sizes, x, y, "cuda")
     params = list(net.parameters())
-    lossf = torch.nn.CrossEntropyLoss()
     n = xt.shape[0]
     steps = n // batch
     if steps < 1:
@@ -80,18 +103,7 @@ def torch_graph_epoch(sizes, x, y, batch, lr=0.1, optimizer="sgd", warmup_steps=
     xs, ys = xt[:steps * batch].clone(), yt[:steps * batch].clone()
     # Adam's step count and moments must live on the device for a replayed graph to advance them.
     opt = torch_optimizer(optimizer, params, lr, capturable=True, foreach=True) if optimizer != "sgd" else None
-
-    def step(i):
-        rows = slice(i * batch, (i + 1) * batch)
-        loss = lossf(net(xs[rows]), ys[rows])
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            if opt is None:
-                torch._foreach_add_(params, grads, alpha=-lr)
-            else:
-                for p, g in zip(params, grads):
-                    p.grad = g
-                opt.step()
+    step = static_step(net, xs, ys, batch, lr, opt)
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

@@ -175,6 +175,35 @@ def test_torch_epoch_adam_learns_on_cpu():
     assert (pred == y).mean() > 0.9, (pred == y).mean()  # well-separated blobs: three Adam epochs learn them
 
 
+@needs_torch
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_graph_epochs_step_is_the_eager_step(optimizer):
+    """The step PyTorch's whole-epoch graph captures (autograd.grad, then a foreach SGD or
+    Adam on the gradients) takes the eager peer's steps (zero_grad, backward, step): run on
+    the CPU, where the maths is the same, from the same weights on the same rows."""
+    import torch
+    x, y = blobs(640, n_features=784, n_classes=10, seed=7)
+    lr = B.LR[optimizer]
+    nets = [B.torch_net([784, 24, 10], x, y, "cpu") for _ in range(2)]
+    (eager, xt, yt), (static, _, _) = nets
+    for a, b in zip(eager.parameters(), static.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the seeded init: the same draw
+    opt_e = B.torch_optimizer(optimizer, eager.parameters(), lr)
+    opt_s = None if optimizer == "sgd" else B.torch_optimizer(optimizer, static.parameters(), lr)
+    step = G.static_step(static, xt, yt, 128, lr, opt_s)
+    lossf = torch.nn.CrossEntropyLoss()
+    for i in range(5):
+        rows = slice(i * 128, (i + 1) * 128)
+        opt_e.zero_grad(set_to_none=True)
+        lossf(eager(xt[rows]), yt[rows]).backward()
+        opt_e.step()
+        step(i)
+    for a, b in zip(eager.parameters(), static.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+    start = B.torch_net([784, 24, 10], x, y, "cpu")[0]
+    assert not torch.equal(start[0].weight, static[0].weight)  # it trained
+
+
 def test_main_writes_every_result_to_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     res = B.main(["--data", "synthetic", "--rows", "600", "--repeats", "1", "--nets", "784-16-10", "--no-peers",
