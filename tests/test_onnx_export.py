@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import blobs
+from conftest import GPU_OK, GPU_WHY, blobs
 from mlp_backend import cli
 from mlp_backend.model import MLP
 from mlp_backend.train import prepare_inputs
@@ -196,3 +196,17 @@ def test_missing_onnx_says_what_to_install(tmp_path):
     assert out.returncode == 1, out.stderr
     assert "error: ONNX export needs the onnx package: pip install 'mlp-backend[onnx]'" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "out.onnx").exists()
+
+
+@needs_onnx
+@needs_ort
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_OK, reason=f"no usable CUDA GPU here: {GPU_WHY}")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_export_of_a_cuda_model(tmp_path, mnist, dtype):
+    """A model on the GPU exports from its host copy; onnxruntime (CPU) matches it."""
+    from mlp_backend.onnx_export import export_onnx
+    model = MLP([784, 64, 32, 10], ["relu", "leaky_relu"], dtype=dtype, device="cuda", seed=1)
+    path = export_onnx(model, tmp_path / "cuda.onnx")
+    x = mnist.x_test
+    np.testing.assert_allclose(run_onnx(path, x.astype(dtype)), ours(model, x), atol=TOL, rtol=0)

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import blobs, needs_torch
+from conftest import GPU_OK, GPU_WHY, blobs, needs_torch
 from mlp_backend.estimator import MLPClassifier, SKLEARN_MISSING
 
 needs_sklearn = pytest.mark.skipif(SKLEARN_MISSING is not None, reason=str(SKLEARN_MISSING))
@@ -125,6 +125,26 @@ def test_torch_tensors_through_sklearn_tools(data):
     assert isinstance(clf.predict(torch.from_numpy(xs)), torch.Tensor)
     assert isinstance(clf.predict(xs), np.ndarray)  # NumPy in, NumPy out, wherever it trained
     assert cross_val_score(MLPClassifier(**FAST), torch.from_numpy(x), torch.from_numpy(y), cv=3).min() > 0.85
+
+
+@needs_sklearn
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_OK, reason=f"no usable CUDA GPU here: {GPU_WHY}")
+def test_cupy_in_cupy_out_pipeline_and_pickle_on_cuda(data):
+    import cupy
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    x, y, xs, ys = data
+    clf = MLPClassifier(**{**FAST, "device": None}).fit(cupy.asarray(x), cupy.asarray(y))
+    assert clf.model_.backend.name == "cupy"  # trained where the data lives
+    proba = clf.predict_proba(cupy.asarray(xs))
+    assert isinstance(proba, cupy.ndarray) and isinstance(clf.predict(cupy.asarray(xs)), cupy.ndarray)
+    assert isinstance(clf.predict(xs), np.ndarray) and clf.score(cupy.asarray(xs), cupy.asarray(ys)) > 0.9
+    back = pickle.loads(pickle.dumps(clf))
+    assert back.model_.backend.name == "cupy"
+    np.testing.assert_allclose(cupy.asnumpy(back.predict_proba(cupy.asarray(xs))), cupy.asnumpy(proba), rtol=1e-6)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(**{**FAST, "device": "cuda"})).fit(x, y)
+    assert pipe[-1].model_.backend.name == "cupy" and pipe.score(xs, ys) > 0.9
 
 
 def test_import_without_sklearn_says_what_to_install():
