@@ -12,6 +12,7 @@ import pytest
 
 from conftest import GPU_OK, GPU_WHY, blobs
 from mlp_backend import cli
+from mlp_backend.functional import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from mlp_backend.model import MLP
 from mlp_backend.train import prepare_inputs
 
@@ -98,10 +99,9 @@ def test_graph_names_types_and_docs(trained):
 @needs_onnx
 @needs_ort
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("output", ["softmax", "sigmoid", "identity"])
+@pytest.mark.parametrize("output", list(ACTIVATIONS))
 def test_every_activation_and_output(tmp_path, mnist, dtype, output):
     """One network with every hidden activation the library has, each output activation."""
-    from mlp_backend.functional import HIDDEN_ACTIVATIONS
     from mlp_backend.onnx_export import export_onnx
     acts = list(HIDDEN_ACTIVATIONS)
     assert set(acts) == {"relu", "leaky_relu", "tanh", "sigmoid", "identity"}
