@@ -34,7 +34,7 @@ import numpy as np  # host side: label encoding and the validation split
 from .backend import BackendError, array_backend, get_backend, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import train_val_split
-from .run import build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS
+from .run import build_model, build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS
 from .train import prepare_inputs
 
 __all__ = ["MLPClassifier", "NotFittedError", "SKLEARN_MISSING", "EXPECTED_FAILED_CHECKS"]
@@ -139,7 +139,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     # ----- fitting and predicting ---------------------------------------------------------
     def fit(self, X, y) -> "MLPClassifier":
         """Train from scratch on ``X`` (n_samples, n_features) and labels ``y``."""
-        from .model import MLP
         cfg = self._config()
         backend = get_backend(self.device) if self.device is not None else self._where(X)
         xh, yh = validate_data(self, self._host(X), self._host(y), dtype="numeric")
@@ -148,9 +147,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ValueError(f"y has 1 class ({self.classes_[0]!r}); a classifier needs at least 2 classes")
         x_tr, y_tr, x_val, y_val = train_val_split(xh, y_enc, cfg["val_fraction"], cfg["seed"])
-        self.model_ = MLP([xh.shape[1], *cfg["hidden"], len(self.classes_)], cfg["activation"],
-                          output=cfg["output"], loss=cfg["loss"], init=cfg["init"], dtype=cfg["dtype"],
-                          device=backend, seed=cfg["seed"])
+        self.model_ = build_model(cfg, xh.shape[1], len(self.classes_), backend)
         self.optimizer_ = build_optimizer(cfg)
         self.trainer_ = build_trainer(cfg, self.model_, self.optimizer_,
                                       progress="lines" if self.verbose else "none",
