@@ -181,9 +181,12 @@ class DigitApp:
         x, y = ds.x_test, ds.y_test
         if len(y) == 0:
             return {"error": f"{name!r} has no test split"}
+        k = self.model.sizes[-1]
+        if x.shape[1] != self.model.sizes[0] or int(y.max()) >= k:
+            return {"error": f"the test split of {name!r} does not fit this model ({x.shape[1]} pixels, labels up to "
+                             f"{int(y.max())}; the model takes {self.model.sizes[0]} inputs and has {k} classes)"}
         proba = np.concatenate([self.forward(x[i:i + 5000])[-1] for i in range(0, len(x), 5000)])
         pred = proba.argmax(1)
-        k = self.model.sizes[-1]
         cm = np.bincount(y.astype(np.int64) * k + pred, minlength=k * k).reshape(k, k)
         wrong = np.flatnonzero(pred != y)[:N_MISTAKES]
         result = {"dataset": name, "n": int(len(y)), "accuracy": float((pred == y).mean()),

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const PEN = 18;                       // stroke width on the 280x280 pad
-const state = { busy: false, dirty: false, drawing: false, last: null, info: null, errorsShown: false };
+const state = { busy: false, dirty: false, drawing: null /* the id of the pointer drawing */, last: null, info: null, errorsShown: false };
 window.mlpLast = null;                // the last answer (pixels, probabilities, label, hidden): for tests
 
 function setState() {
@@ -50,22 +50,23 @@ function strokeTo(p) {
 
 pad.addEventListener("pointerdown", (ev) => {
   ev.preventDefault();
+  if (state.drawing !== null) return; // one pointer draws at a time (a second finger is ignored)
   pad.setPointerCapture(ev.pointerId);
-  state.drawing = true;
+  state.drawing = ev.pointerId;
   prev = null;
   strokeTo(point(ev));
   requestPrediction();
 });
 pad.addEventListener("pointermove", (ev) => {
-  if (!state.drawing) return;
+  if (state.drawing !== ev.pointerId) return;
   const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
   for (const e of (events.length ? events : [ev])) strokeTo(point(e));
   requestPrediction();
 });
 for (const type of ["pointerup", "pointercancel"]) {
-  pad.addEventListener(type, () => {
-    if (!state.drawing) return;
-    state.drawing = false;
+  pad.addEventListener(type, (ev) => {
+    if (state.drawing !== ev.pointerId) return;
+    state.drawing = null;
     prev = null;
     requestPrediction();
   });
