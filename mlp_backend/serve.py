@@ -204,6 +204,7 @@ class Handler(BaseHTTPRequestHandler):
 
     server_version = "mlp-backend-serve"
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a connection may stay silent (a stalled upload, an idle keep-alive)
     app: DigitApp
     files: dict
     quiet = True
@@ -227,8 +228,9 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, obj, status=HTTPStatus.OK, close=False):
         self._send(status, json.dumps(obj).encode(), "application/json", close)
 
-    def _fail(self, status, message: str, close=False):
-        self._json({"error": message}, status, close)
+    def _fail(self, status, message: str):
+        # close after every error: a refused request's body may be unread on the connection
+        self._json({"error": message}, status, close=True)
 
     def log_message(self, fmt, *args):  # one line per error; nothing per ordinary request
         if not self.quiet:
@@ -266,27 +268,22 @@ class Handler(BaseHTTPRequestHandler):
                                    else HTTPStatus.METHOD_NOT_ALLOWED, f"cannot {method} {path[:200]}")
             return self._json(self.app.predict_image(self._body()))
         except RequestError as exc:
-            self._fail(exc.status, str(exc), close=exc.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-                       or self.close_connection)
+            self._fail(exc.status, str(exc))
         except Exception as exc:  # never a traceback to the client
             self.log_error("%s %s failed: %s: %s", method, self.path[:200], type(exc).__name__, exc)
-            self._fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__}); see the server's log",
-                       close=True)
+            self._fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__}); see the server's log")
 
     def _body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self.close_connection = True
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked")
         raw = self.headers.get("Content-Length")
         if raw is None:
-            self.close_connection = True
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
         try:
             n = int(raw)
             if n < 0:
                 raise ValueError
         except ValueError:
-            self.close_connection = True
             raise RequestError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {raw[:40]!r}") from None
         if n > MAX_BODY:
             raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -295,7 +292,6 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.BAD_REQUEST, "empty body: POST a PNG of the drawing")
         body = self.rfile.read(n)
         if len(body) != n:
-            self.close_connection = True
             raise RequestError(HTTPStatus.BAD_REQUEST, "the body ended before Content-Length bytes")
         return body
 
@@ -309,8 +305,7 @@ class Handler(BaseHTTPRequestHandler):
         self._route("POST")
 
     def _not_allowed(self):
-        self.close_connection = True
-        self._fail(HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} is not supported", close=True)
+        self._fail(HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} is not supported")
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
@@ -318,6 +313,10 @@ class Handler(BaseHTTPRequestHandler):
 class DigitServer(ThreadingHTTPServer):
     daemon_threads = True
     loopback_only = True
+
+    def handle_error(self, request, client_address):  # a dropped connection: one line, no traceback
+        exc = sys.exc_info()[1]
+        sys.stderr.write(f"serve: connection from {client_address[0]} failed: {type(exc).__name__}: {exc}\n")
 
 
 def make_server(model_path, host="127.0.0.1", port=0, device="cpu", quiet=True) -> DigitServer:

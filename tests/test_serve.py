@@ -461,3 +461,25 @@ def test_cli_serves_until_ctrl_c(random_model):
     finally:
         p.kill()
     assert p.returncode == 0 and "stopped" in out and "Traceback" not in err
+
+
+def test_a_refused_requests_body_is_never_read_as_a_request(bare_server):
+    """The connection closes after an error, so an unread body cannot smuggle a second request."""
+    inner = b"GET /static/app.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", bare_server.port), timeout=10) as s:
+        s.sendall(b"POST /api/run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(inner) + inner)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 405") and reply.count(b"HTTP/1.1 ") == 1
+
+
+def test_keep_alive_serves_several_drawings_on_one_connection(bare_server):
+    conn = http.client.HTTPConnection("127.0.0.1", bare_server.port, timeout=30)
+    try:
+        for img in (drawn_seven(), np.zeros((280, 280))):
+            conn.request("POST", "/api/predict", body=png(img))
+            r = conn.getresponse()
+            assert r.status == 200 and len(json.loads(r.read())["pixels"]) == 784
+    finally:
+        conn.close()
