@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import math
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -332,7 +333,7 @@ def make_server(model_path, host="127.0.0.1", port=0, device="cpu", quiet=True) 
         addr = ipaddress.ip_address(host)
         loopback = addr.is_loopback
         if addr.version == 6:
-            cls = type("DigitServer6", (DigitServer,), {"address_family": __import__("socket").AF_INET6})
+            cls = type("DigitServer6", (DigitServer,), {"address_family": socket.AF_INET6})
     except ValueError:  # a name
         loopback = host == "localhost"
     try:

@@ -69,7 +69,7 @@ class Running:
         self.server = make_server(model_path, port=0, device="cpu", **kw)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def request(self, method, path, body=None, headers=None):
@@ -86,7 +86,7 @@ class Running:
         self.server.server_close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def bare_server(random_model):
     s = Running(random_model)
     yield s

@@ -289,7 +289,7 @@ function lineChart(rows, metric, title) {
 }
 
 async function showErrors() {
-  if (state.errorsShown) return;
+  if (state.errorsShown || !state.info) return;
   state.errorsShown = true;
   let e;
   try {
