@@ -483,3 +483,30 @@ def test_keep_alive_serves_several_drawings_on_one_connection(bare_server):
             assert r.status == 200 and len(json.loads(r.read())["pixels"]) == 784
     finally:
         conn.close()
+
+
+def test_browser_draw_with_a_finger(browser, run_dir):
+    """Touch input (Pointer Events with pointerType 'touch') draws too, and does not scroll the page."""
+    s = Running(run_dir / "model.npz")
+    model = load_checkpoint(run_dir / "model.npz", device="cpu").model
+    context = browser.new_context(has_touch=True, is_mobile=True, viewport={"width": 420, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(s.url)
+        page.wait_for_selector("body[data-state=idle]", state="attached")
+        box = page.locator("#pad").bounding_box()
+        cdp = context.new_cdp_session(page)
+        pts = [(150, 35 + 10 * i) for i in range(22)]  # a '1', top to bottom, in pad coordinates
+        at = lambda p: {"x": box["x"] + p[0] * box["width"] / 280, "y": box["y"] + p[1] * box["height"] / 280}  # noqa: E731
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [at(pts[0])]})
+        for p in pts[1:]:
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [at(p)]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        a = settled(page)
+        pixels = np.array(a["pixels"], np.uint8)
+        proba = np.asarray(model.predict_proba(pixels[None].astype(np.float32) / 255))[0]
+        assert page.locator("#prediction").inner_text() == str(int(np.argmax(proba))) == "1"
+        assert page.evaluate("window.scrollY") == 0
+    finally:
+        context.close()
+        s.close()
