@@ -132,13 +132,16 @@ def format_table(rows: list[dict]) -> str:
 
 def main_args(args) -> dict:
     """``mlp-backend bench --ranks 1,2 [--nets ...] [--batch N] [--repeats N] [--rows N] [--data NAME]``:
-    --nets and --batch left at the comparison's defaults mean this benchmark's (NETS, 512)."""
+    --nets left at the comparison's default and --batch unset mean this benchmark's (NETS, 512)."""
     from .bench import DEFAULT_NETS
     ranks_list = sorted({int(s) for s in str(args.ranks).split(",") if s.strip()})
     if not ranks_list or ranks_list[0] < 1:
         raise ValueError(f"--ranks takes rank counts >= 1, e.g. 1,2; got {args.ranks!r}")
     nets = NETS if args.nets == ",".join(DEFAULT_NETS) else tuple(s for s in args.nets.split(",") if s)
-    batch = BATCH if args.batch == 128 else args.batch
+    batches = [int(b) for b in str(args.batch).split(",") if b.strip()] if args.batch is not None else [BATCH]
+    if len(batches) != 1:
+        raise ValueError(f"bench --ranks takes one --batch, got {args.batch!r}")
+    batch = batches[0]
     load_start = os.getloadavg()
     rows = scaling(nets, ranks_list, batch=batch, repeats=args.repeats, data=args.data, rows=args.rows)
     from .bench import _cpu_model
