@@ -261,8 +261,11 @@ def test_resume_across_rank_counts(tiny, tmp_path):
     assert cli.main(_train(tiny, tmp_path / "straight", epochs=4)) == 0
     straight, _ = _weights(tmp_path / "straight" / "model.npz")
 
-    r = _mpiexec(2, sys.executable, "-m", "mlp_backend.cli", *_train(tiny, tmp_path / "a", epochs=2))
+    loud = [a for a in _train(tiny, tmp_path / "a", epochs=2) if a != "--quiet"]
+    r = _mpiexec(2, sys.executable, "-m", "mlp_backend.cli", *loud)
     assert r.returncode == 0, r.stderr
+    assert r.stdout.count("test accuracy") == 1 and r.stderr.count("epoch 2/2") == 1  # rank 0 alone prints
+    assert "data-parallel over 2 ranks: mpi" in r.stderr
     meta = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert meta["distributed"]["ranks"] == 2 and meta["epochs_run"] == 2
     assert cli.main(["train", "--resume", str(tmp_path / "a" / "model.npz"), "--epochs", "4", "--quiet"]) == 0
