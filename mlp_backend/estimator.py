@@ -7,7 +7,8 @@
 Inputs may be NumPy, CuPy, PyTorch or array_api_strict arrays. Results come back in the
 input's array type and on its device (``predict`` on a CUDA tensor gives a CUDA tensor).
 With ``device=None`` the model trains where the training data lives; give ``device`` to
-train elsewhere (e.g. NumPy input, ``device="cuda"``).
+train elsewhere (e.g. NumPy input, ``device="cuda"``): ``fit``, ``predict``,
+``predict_proba`` and ``score`` copy their inputs to the model's device once per call.
 
 ``uint8`` inputs are pixels and are scaled by 1/255 on the device; float (and other
 integer) inputs are used as given. Labels may be any integers or strings: ``classes_``
