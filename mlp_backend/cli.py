@@ -315,33 +315,60 @@ def load_image(path, invert: "bool | None" = None):
 
 
 def load_csv_rows(path, n_features: int = 784):
-    """Rows of a CSV file: (x, labels or None). ``n_features + 1`` columns: label first."""
+    """Rows of a CSV file: (x, labels or None). ``n_features + 1`` columns: label first.
+
+    Pixels are integers 0..255 (returned as uint8) or floats in [0, 1] (returned as is).
+    Values are read as float64 -- wide enough that nothing wraps, whatever dtype pandas
+    would infer -- checked, and only then narrowed.
+    """
     import numpy as np
     import pandas as pd
+    fix = f"expected {n_features} pixel columns (or {n_features + 1} with the label first)"
     try:
-        df = pd.read_csv(path, header=None)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read as CSV ({exc})") from None
-    if len(df) and not all(isinstance(v, (int, float)) or str(v).replace(".", "", 1).lstrip("-").isdigit()
-                           for v in df.iloc[0]):
-        df = df.iloc[1:]  # a header line
-    try:
-        a = df.to_numpy(dtype=np.float64)
+        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+        header = not all(_is_number(v) for v in first.iloc[0])
+        a = pd.read_csv(path, header=None, skiprows=1 if header else 0, dtype=np.float64).to_numpy(np.float64)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: no rows; {fix}") from None
     except ValueError:
-        raise ValueError(f"{path}: non-numeric values; expected {n_features} pixel columns "
-                         f"(or {n_features + 1} with the label first)") from None
+        raise ValueError(f"{path}: non-numeric values; {fix}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read as CSV ({exc})") from None
     if a.ndim != 2 or a.shape[1] not in (n_features, n_features + 1):
-        raise ValueError(f"{path}: {a.shape[1] if a.ndim == 2 else 0} columns; expected {n_features} pixels "
-                         f"(or {n_features + 1} with the label first)")
-    labels = a[:, 0].astype(np.int64) if a.shape[1] == n_features + 1 else None
+        raise ValueError(f"{path}: {a.shape[1] if a.ndim == 2 else 0} columns; {fix}")
+    if not np.isfinite(a).all():
+        r, c = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{path}: empty, NaN or infinite value in row {r}, column {c}; every value must be a number")
+    labels = None
+    if a.shape[1] == n_features + 1:
+        lab = a[:, 0]
+        bad = np.flatnonzero((lab < 0) | (lab != np.rint(lab)))
+        if bad.size:
+            raise ValueError(f"{path}: label {lab[bad[0]]:g} in row {bad[0]} is not a class index (0, 1, 2, ...); "
+                             "the label must be the first column")
+        labels = lab.astype(np.int64)
     x = a[:, -n_features:]
-    if not np.isfinite(x).all():
-        raise ValueError(f"{path}: NaN or infinite pixel values")
+    if x.min(initial=0) < 0:
+        r, c = np.argwhere(x < 0)[0]
+        raise ValueError(f"{path}: pixel value {x[r, c]:g} in row {r} is negative; pixels are integers "
+                         "0..255 or floats in [0, 1]")
     if x.max(initial=0) > 1.0:  # 0..255 pixels; floats in [0, 1] are used as given
-        if x.min(initial=0) < 0 or x.max(initial=0) > 255:
-            raise ValueError(f"{path}: pixel values outside 0..255")
-        x = np.round(x).astype(np.uint8)
+        bad = (x > 255) | (x != np.rint(x))
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            kind = "not an integer" if x[r, c] != np.rint(x[r, c]) else "out of range"
+            raise ValueError(f"{path}: pixel value {x[r, c]:g} in row {r} is {kind}: pixels are integers "
+                             "0..255 (or all floats in [0, 1])")
+        x = x.astype(np.uint8)
     return x, labels
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def cmd_predict(args) -> int:
