@@ -304,7 +304,7 @@ def load_image(path, invert: "bool | None" = None):
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
-            im = im.convert("L").resize((28, 28), Image.LANCZOS)
+            im = im.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
             a = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: cannot read as an image ({exc})") from None
