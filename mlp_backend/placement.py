@@ -13,7 +13,9 @@ Two rules, the same on every backend (docs/backends.md, "Mixed devices"):
   transfer in every training step.
 
 Arrays already on another device (a CUDA array for a NumPy model, a torch tensor for a
-CuPy model) are refused everywhere: copying them is the caller's choice.
+CuPy model) are refused by ``Trainer.fit`` and ``evaluate`` too: copying them is the
+caller's choice (the estimator, which answers in its input's array type, copies any
+supported array through the host).
 """
 from __future__ import annotations
 
@@ -42,28 +44,30 @@ def on_device(backend: Backend, x) -> bool:
     return backend.owns(x)
 
 
-def where(x) -> str:
-    """Where ``x`` lives, in the words of a device string (``cpu`` for NumPy, ``torch:cpu``,
-    ``cuda:0``, ``array_api_strict:device1``), or what it is when it is no array."""
+def where(x) -> "tuple[str | None, str]":
+    """(device string, words) for where ``x`` lives: ``("cpu", "cpu (a NumPy array)")``,
+    ``("torch:cpu", "torch:cpu")``, ... or ``(None, "no supported array (a list)")``."""
     if isinstance(x, np.ndarray):
-        return "cpu (a NumPy array)"
+        return "cpu", "cpu (a NumPy array)"
     try:
-        return array_backend(x).label
+        label = array_backend(x).label
     except Exception:  # lists, scalars, other libraries' arrays
-        return f"no supported array (a {type(x).__name__})"
+        return None, f"no supported array (a {type(x).__name__})"
+    return label, label
 
 
 def _mismatch(backend: Backend, x, what: str, host_ok: bool) -> DeviceMismatchError:
-    src = where(x)
+    dev, words = where(x)
+    move_model = f", or move the model with model.to({dev!r})" if dev else ""
     if host_ok:
-        fix = (f"move it to the host first (mlp_backend.backend.to_numpy({what})) and pass the "
-               f"NumPy array, or move the model with model.to({src!r})")
+        fix = (f"copy it to the host first (mlp_backend.to_numpy({what})) and pass the NumPy array"
+               f"{move_model}")
     else:
-        fix = (f"move it first with model.backend.asarray(numpy_array), or move the model with "
-               f"model.to(...). Trainer.fit, evaluate, MLPClassifier and `mlp-backend predict` copy "
-               f"host (NumPy) arrays to the model's device for you")
+        fix = (f"move it first with model.backend.asarray(numpy_array){move_model}. Trainer.fit, "
+               "evaluate, MLPClassifier and `mlp-backend predict` copy host (NumPy) arrays to the "
+               "model's device for you")
     return DeviceMismatchError(
-        f"expected {what} on the model's device {backend.label}, but it is on {src}: {fix}")
+        f"expected {what} on the model's device {backend.label}, but it is on {words}: {fix}")
 
 
 def check_device(backend: Backend, x, what: str = "x") -> None:

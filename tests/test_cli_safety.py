@@ -7,24 +7,14 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from mlp_backend import cli
 from mlp_backend.checkpoint import load_checkpoint
 from mlp_backend.run import RUN_FILES, unused_dir
-from test_cli import _digits
+from test_cli import tiny  # noqa: F401  (the module-scoped synthetic data set fixture)
 
 FAST = ["--hidden", "16", "--batch-size", "64", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    (xt, yt), (xs, ys) = _digits(600, rng), _digits(100, rng)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys)
-    return path
 
 
 def _snapshot(d):
@@ -197,3 +187,24 @@ def test_train_with_hyphenated_names(tiny, tmp_path):
                      "--loss", "cross-entropy", "--activation", "leaky-relu", "--init", "paper_he", *FAST]) == 0
     cfg = json.loads((tmp_path / "metrics.json").read_text())["config"]
     assert cfg["loss"] == "cross_entropy" and cfg["activation"] == ["leaky_relu"] and cfg["init"] == "paper-he"
+
+
+# ----- the default device (the suite pins cpu; these set it explicitly) ------------------------
+
+@pytest.mark.parametrize("env, label", [("array_api_strict:device1", "array_api_strict:device1"), ("cpu", "cpu")])
+def test_environment_variable_picks_the_default_device(tiny, tmp_path, monkeypatch, env, label):
+    from mlp_backend.backend import ENV_DEVICE
+    monkeypatch.setenv(ENV_DEVICE, env)
+    assert cli.main(["train", "--dataset", str(tiny), "--epochs", "1", "--quiet", "--out", str(tmp_path),
+                     "--hidden", "16", "--batch-size", "64"]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["device"] == label
+
+
+def test_auto_without_a_usable_gpu_is_cpu(tiny, tmp_path, monkeypatch):
+    from mlp_backend import backend
+    from mlp_backend.backend import ENV_DEVICE
+    monkeypatch.setattr(backend, "cuda_available", lambda: (False, "no GPU (test)"))
+    monkeypatch.setenv(ENV_DEVICE, "auto")
+    assert cli.main(["train", "--dataset", str(tiny), "--epochs", "1", "--quiet", "--out", str(tmp_path),
+                     "--hidden", "16", "--batch-size", "64"]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["device"] == "cpu"
