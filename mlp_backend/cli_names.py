@@ -6,7 +6,8 @@ Flags use hyphens (``--grad-divisor``) while some names use underscores
 and gives every option whose values are names a ``type`` that maps any spelling
 (``cross-entropy``, ``CROSS_ENTROPY``, ``paper_he``) to the one the library uses: options
 with ``choices`` map to their choices; the options in :data:`NAME_OPTIONS` (free text,
-checked later by the library with its own message) map to the library's names. Values
+checked later by the library with its own message) map to the library's names, and
+``--device`` takes ``array-api-strict:no-float64`` too. Values
 that match no known name pass through unchanged, so the usual error names the choices.
 Data set names need nothing here: the data layer already takes ``fashion_mnist``.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["accept_both_spellings", "canonical", "NAME_OPTIONS"]
+__all__ = ["accept_both_spellings", "canonical", "device_spelling", "NAME_OPTIONS"]
 
 
 def _activations():
@@ -35,6 +36,19 @@ def _inits():
 def _optimizers():
     from .optim import OPTIMIZERS
     return list(OPTIMIZERS)
+
+
+def device_spelling(value: str) -> str:
+    """A device string with the array-api-strict parts spelled as the library does:
+    ``array-api-strict:no-float64`` -> ``array_api_strict:no_float64``,
+    ``strict:cpu_device`` -> ``strict:CPU_DEVICE``; everything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    head, sep, tail = value.strip().partition(":")
+    if _key(head) in ("array_api_strict", "strict"):
+        head = "array_api_strict" if _key(head) == "array_api_strict" else head
+        tail = canonical(tail, ("CPU_DEVICE", "device1", "device2", "no_float64"))
+    return head + sep + tail
 
 
 # option dest -> (the library's names, whether the value is a comma-separated list)
@@ -86,6 +100,8 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         if choices and all(isinstance(c, str) for c in choices):
             names = list(choices)
             action.type = _converter(lambda names=names: names, False, None)
+        elif action.dest == "device":
+            action.type = lambda value: device_spelling(value)
         elif action.dest in NAME_OPTIONS:
             fn, is_list = NAME_OPTIONS[action.dest]
             action.type = _converter(fn, is_list, None)

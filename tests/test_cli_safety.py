@@ -146,10 +146,13 @@ SPELLINGS = [
     (["evaluate", "m.npz", "--split", "Train"], "split", "train"),
     (["reproduce", "--ablation-preset", "paper_he"], "ablation_preset", "paper-he"),
     (["sweep", "--inits", "paper_random,paper_he,he"], "inits", "paper-random,paper-he,he"),
+    (["train", "--device", "array-api-strict:no-float64"], "device", "array_api_strict:no_float64"),
+    (["predict", "m.npz", "x.png", "--device", "strict:cpu-device"], "device", "strict:CPU_DEVICE"),
+    (["evaluate", "m.npz", "--device", "torch:cuda:1"], "device", "torch:cuda:1"),
 ]
 
 
-@pytest.mark.parametrize("argv, dest, expected", SPELLINGS, ids=[" ".join(s[0][1:3]) for s in SPELLINGS])
+@pytest.mark.parametrize("argv, dest, expected", SPELLINGS, ids=[" ".join(s[0][:1] + s[0][-2:]) for s in SPELLINGS])
 def test_name_options_take_both_spellings(argv, dest, expected):
     args = cli.build_parser().parse_args(argv)
     assert getattr(args, dest) == expected
