@@ -422,7 +422,7 @@ def cmd_info(args) -> int:
     import os
     import platform
     from . import __version__
-    from .backend import ENV_DEVICE, available_backends, get_backend
+    from .backends import ENV_DEVICE, available_backends, get_backend
     rows = available_backends()
     try:
         default = get_backend().label
@@ -450,7 +450,7 @@ def cmd_info(args) -> int:
 
 def main(argv=None) -> int:
     """Run the CLI; returns the exit code (``mlp-backend`` exits with it)."""
-    from .backend import BackendError
+    from .backends import BackendError
     from .data import DataError
     from .train import TrainingDiverged
     from .run import TrainingInterrupted

@@ -20,7 +20,7 @@ import inspect
 
 import numpy as np  # host side: label encoding and the validation split
 
-from .backend import BackendError, array_backend, get_backend, to_numpy
+from .backends import BackendError, array_backend, get_backend, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import train_val_split
 from .run import build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 from . import functional as F
-from .backend import FlatDict, flat_layout, get_backend, ops_for, to_numpy
+from .backends import FlatDict, flat_layout, get_backend, ops_for, to_numpy
 from .init import initialize
 
 

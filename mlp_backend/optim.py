@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .backend import get_backend, ops_for
+from .backends import get_backend, ops_for
 
 
 class Optimizer:

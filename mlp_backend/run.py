@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np  # host side: data splits and metrics
 
 from . import __version__
-from .backend import get_backend
+from .backends import get_backend
 from .checkpoint import _jsonable, load_checkpoint, save_checkpoint
 from .data import load_dataset, train_val_split
 from .data.formats import atomic_write_bytes, write_json_atomic

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import functional as F
-from .backend import host_rng
+from .backends import host_rng
 from .model import MLP
 from .optim import Optimizer, make_schedule
 
