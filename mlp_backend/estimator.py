@@ -50,6 +50,8 @@ class MLPClassifier:
     val_fraction : share of the training rows held out for validation (0: none).
     patience : early stopping on the validation loss (needs ``val_fraction > 0``).
     verbose : print one line per epoch.
+    cuda_graphs : ``auto``, ``on`` or ``off``: replay each epoch as a captured CUDA graph on
+        ``device='cuda'`` (see :class:`~mlp_backend.train.Trainer`).
 
     Attributes after ``fit``: ``classes_``, ``n_features_in_``, ``model_`` (the MLP),
     ``history_`` (one dict per epoch), ``n_epochs_``.
@@ -58,12 +60,13 @@ class MLPClassifier:
     def __init__(self, hidden=(256, 128), activation="relu", output="softmax", loss="cross_entropy",
                  init="he", optimizer="adam", lr=1e-3, batch_size=128, epochs=10, seed=0, device=None,
                  dtype="float32", val_fraction=0.0, patience=None, schedule="cosine", momentum=0.9,
-                 weight_decay=0.0, verbose=False):
+                 weight_decay=0.0, verbose=False, cuda_graphs="auto"):
         self.hidden, self.activation, self.output, self.loss = hidden, activation, output, loss
         self.init, self.optimizer, self.lr, self.batch_size = init, optimizer, lr, batch_size
         self.epochs, self.seed, self.device, self.dtype = epochs, seed, device, dtype
         self.val_fraction, self.patience, self.schedule = val_fraction, patience, schedule
         self.momentum, self.weight_decay, self.verbose = momentum, weight_decay, verbose
+        self.cuda_graphs = cuda_graphs
 
     # ----- scikit-learn protocol -----------------------------------------------------------
     @classmethod
@@ -91,7 +94,7 @@ class MLPClassifier:
         cfg.update({k: getattr(self, k) for k in ("hidden", "activation", "output", "loss", "init",
                                                   "optimizer", "lr", "batch_size", "epochs", "seed",
                                                   "dtype", "val_fraction", "patience", "schedule",
-                                                  "momentum", "weight_decay")})
+                                                  "momentum", "weight_decay", "cuda_graphs")})
         return validate_config(cfg)
 
     # ----- data handling ---------------------------------------------------------------------

@@ -188,6 +188,52 @@ class BufferOps(PortableOps):
         d = m.subtract(a, y, out=out)
         return m.multiply(d, scale, out=d)
 
+    def loss_sum_(self, loss, z, lse, a, y, acc, tmp=None, s=None):
+        # the expressions of loss_value, term by term into scratch: the same bits, no allocation
+        if tmp is None or s is None:
+            return super().loss_sum_(loss, z, lse, a, y, acc)
+        m, n = self.m, z.shape[0]
+        if loss == "cross_entropy" and lse is not None:  # -sum(y * (z - lse)) / n
+            d = m.subtract(z, lse, out=tmp)
+            m.multiply(y, d, out=d)
+            m.sum(d, out=s)
+            m.negative(s, out=s)
+            m.divide(s, n, out=s)
+        elif loss == "mse":  # sum((a - y) ** 2) / (2 n)
+            d = m.subtract(a, y, out=tmp)
+            m.multiply(d, d, out=d)
+            m.sum(d, out=s)
+            m.divide(s, 2 * n, out=s)
+        else:
+            return super().loss_sum_(loss, z, lse, a, y, acc)
+        m.multiply(s, n, out=s)
+        return m.add(acc, s, out=acc)
+
+    def gather_cast_scale(self, x, idx, dtype, scale=None, tmp=None, out=None):
+        """``cast_scale(gather_rows(x, idx))``: a batch of rows as floats (``tmp`` holds the
+        gathered raw rows)."""
+        return self.cast_scale(self.gather_rows(x, idx, tmp), dtype, scale, out)
+
+    def fill_(self, x, value):
+        """Every element of ``x`` set to ``value``, in place."""
+        self.m.copyto(x, value)
+        return x
+
+    def copy_in(self, dst, host):
+        """Copy the host array ``host`` into the device buffer ``dst`` (no sync, no new buffer)."""
+        self.m.copyto(dst, host, casting="same_kind")
+
+    # the optimizer updates with their scalars read from a device row ``sc`` (the columns of
+    # Optimizer.SCALARS: lr, decay, step, eps); (1,)-slices of it broadcast like the host floats
+    def sgd_dev(self, w, g, sc, wd=0.0, tmp=None):
+        self.sgd_(w, g, sc[0:1], wd, tmp)
+
+    def momentum_dev(self, w, v, g, sc, mu, wd=0.0, nesterov=False, tmp=None):
+        self.momentum_(w, v, g, sc[0:1], mu, wd, nesterov, tmp)
+
+    def adam_dev(self, w, m_, v, g, sc, b1, b2, wd=0.0, decoupled=False, tmp=None):
+        self.adam_(w, m_, v, g, sc[0:1], b1, b2, sc[3:4], sc[2:3], wd, decoupled, tmp, decay=sc[1:2])
+
     def _tmp(self, tmp, like):
         return tmp if tmp is not None else self.m.empty_like(like)
 
@@ -215,11 +261,12 @@ class BufferOps(PortableOps):
             m.multiply(v, lr, out=t)
         m.subtract(w, t, out=w)
 
-    def adam_(self, w, m_, v, g, lr, b1, b2, eps, step, wd=0.0, decoupled=False, tmp=None):
+    def adam_(self, w, m_, v, g, lr, b1, b2, eps, step, wd=0.0, decoupled=False, tmp=None, decay=None):
+        """``decay`` (AdamW's ``1 - lr * wd``, computed by the caller) defaults to that product."""
         m, t = self.m, self._tmp(tmp, w)
         if decoupled:
             if wd:
-                m.multiply(w, 1.0 - lr * wd, out=w)
+                m.multiply(w, 1.0 - lr * wd if decay is None else decay, out=w)
         elif wd:
             g = g + wd * w
         m.multiply(m_, b1, out=m_)

@@ -9,6 +9,8 @@ scratch arguments are hints: the portable path ignores them and allocates.
 """
 from __future__ import annotations
 
+from .. import functional as F  # pure Array-API maths: imports no array library
+
 
 class PortableOps:
     """Reference kernels: plain Array-API expressions, new arrays every call."""
@@ -74,6 +76,34 @@ class PortableOps:
     def sub_scaled(self, a, y, scale, out=None):
         """``(a - y) * scale``: the fused softmax–cross-entropy gradient dL/dz."""
         return (a - y) * scale
+
+    def activation(self, name, z, out=None):
+        """Activation ``name`` of ``z`` (:data:`functional.ACTIVATIONS`). The graph kernels
+        apply it in place on ``z``; every other backend returns a new array."""
+        return F.ACTIVATIONS[name](z, self.xp)
+
+    def activation_backward(self, name, grad_a, a, out=None):
+        """dL/dz from dL/da for activation ``name`` with output ``a``
+        (:func:`functional.activation_backward`; ``out`` may be ``grad_a`` itself)."""
+        return F.activation_backward(name, grad_a, a, self.xp)
+
+    def output_delta(self, output, loss, z, a, y, normalizer=None, out=None):
+        """dL/dz at the output layer for pairs without the fused (a - y)/n form
+        (:func:`functional.output_delta`)."""
+        return F.output_delta(output, loss, z, a, y, self.xp, normalizer)
+
+    def loss_value(self, loss, z, lse, a, y):
+        """The batch's mean loss as a 0-d array: from the log-sum-exp for cross-entropy
+        when the forward pass kept it, else :data:`functional.LOSSES`."""
+        if loss == "cross_entropy" and lse is not None:
+            return F.cross_entropy_from_lse(z, lse, y, self.xp)
+        return F.LOSSES[loss].value(z, a, y, self.xp)
+
+    def loss_sum_(self, loss, z, lse, a, y, acc, tmp=None, s=None):
+        """``acc += mean loss * rows`` in place (the training loop's loss sum); ``tmp``
+        (like ``z``) and ``s`` (0-d) are scratch where buffers are honoured."""
+        acc += self.loss_value(loss, z, lse, a, y) * z.shape[0]
+        return acc
 
     # ----- optimizer updates, in place on w (and the state buffers) ---------------
     def sgd_(self, w, g, lr, wd=0.0, tmp=None):
