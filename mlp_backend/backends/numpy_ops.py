@@ -102,6 +102,7 @@ class BufferOps(PortableOps):
         super().__init__(xp)
         self.m = mod
         self._ones = {}
+        self._numpy = getattr(mod, "__name__", "") == "numpy"
 
     def pack(self, layout, dtype, device=None, values=None, order=None):
         """A :class:`FlatDict` of views into one new flat buffer laid out as ``layout``;
@@ -125,6 +126,10 @@ class BufferOps(PortableOps):
         return self.m.argmax(a, axis=1, out=out)
 
     def gather_rows(self, x, idx, out=None):
+        if out is not None and self._numpy:
+            # mode="raise" (the default) makes NumPy gather into a hidden copy of ``out``;
+            # the indices are our own permutation's, always in range, so "clip" is the same
+            return self.m.take(x, idx, axis=0, out=out, mode="clip")
         return self.m.take(x, idx, axis=0, out=out)
 
     def cast_scale(self, x, dtype, scale=None, out=None):
