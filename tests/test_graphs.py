@@ -326,8 +326,9 @@ def test_graph_matches_numpy_float64(optimizer, activation, output, loss):
 def test_lean_steps_match_todays_cupy_path(lean_eager, dtype):
     pytest.importorskip("nvmath")
     lean_eager()
-    lean = _fit("cuda", dtype, "adam", "cosine", 0.01, cuda_graphs="on")
-    today = _fit("cuda", dtype, "adam", "cosine", 0.01, cuda_graphs="off")
+    # momentum, not Adam: Adam's step turns rounding-level gradients into lr-sized updates
+    lean = _fit("cuda", dtype, "momentum", "cosine", 0.01, cuda_graphs="on")
+    today = _fit("cuda", dtype, "momentum", "cosine", 0.01, cuda_graphs="off")
     for k, v in today[0].host_params().items():
         assert np.max(np.abs(lean[0].host_params()[k] - v)) <= TOL[dtype] * np.max(np.abs(v)), k
 
