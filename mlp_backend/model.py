@@ -180,6 +180,9 @@ class MLP:
             if act == "relu" and i < last:  # hidden relu: bias and activation in place
                 a.append(ops.linear_relu(a[-1], w, b, out))
                 continue
+            if i < last:  # other hidden activations: one fused kernel where the ops have one
+                a.append(ops.linear_act(a[-1], w, b, act, out))
+                continue
             z = ops.linear(a[-1], w, b, out)
             if act == "softmax":
                 p, lse = ops.softmax(z, ws.p if ws is not None else None, ws.rows if ws is not None else None)

@@ -253,6 +253,11 @@ class CupyGraphOps(CupyOps):
             return super().linear_relu(a, w, b)
         return self._kernel("bias_relu")(b, self.gemm(a, w, out))
 
+    def linear_act(self, a, w, b, name, out=None):
+        if out is None or name not in _ACT:
+            return super().linear_act(a, w, b, name, out)
+        return self._g("bias_act:" + name)(b, self.gemm(a, w, out))
+
     def matmul_tn(self, a, b, out=None):
         return super().matmul_tn(a, b) if out is None else self.gemm(a, b, out, ta=True)
 
@@ -276,6 +281,8 @@ class CupyGraphOps(CupyOps):
             kind, _, act = head
             if kind == "bias_add":
                 k = ek("T b", "T z", "z = z + b", "mlpb_bias_add")
+            elif kind == "bias_act":
+                k = ek("T b", "T z", "z = z + b; " + _ACT[act][0], f"mlpb_bias_{act}")
             elif kind == "act":
                 k = ek("T x", "T z", _ACT[act][0], f"mlpb_act_{act}")
             elif kind == "act_bwd":

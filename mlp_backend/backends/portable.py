@@ -82,6 +82,11 @@ class PortableOps:
         apply it in place on ``z``; every other backend returns a new array."""
         return F.ACTIVATIONS[name](z, self.xp)
 
+    def linear_act(self, a, w, b, name, out=None):
+        """``activation(name, a @ w + b)`` for a hidden layer (its pre-activation is not
+        kept: the backward pass needs only the output)."""
+        return self.activation(name, self.linear(a, w, b, out), out)
+
     def activation_backward(self, name, grad_a, a, out=None):
         """dL/dz from dL/da for activation ``name`` with output ``a``
         (:func:`functional.activation_backward`; ``out`` may be ``grad_a`` itself)."""
