@@ -436,3 +436,66 @@ def test_one_host_sync_per_captured_epoch(monkeypatch):
     monkeypatch.setattr(devices, "to_numpy", lambda x: calls.append(1) or real(x))
     _, _, tr = _fit("cuda", "float32", "adam", epochs=3, cuda_graphs="on")
     assert tr.graph_status.startswith("captured") and len(calls) == 3
+
+
+# ----- the CUDA sources compile (NVRTC only: no GPU needed) ---------------------------------------
+
+def _nvrtc_compile(src: str, name: str) -> str:
+    """NVRTC's log for ``src`` compiled for compute_90; '' when it compiled."""
+    from cuda.bindings import nvrtc
+    err, prog = nvrtc.nvrtcCreateProgram(src.encode(), name.encode(), 0, [], [])
+    opts = [b"--gpu-architecture=compute_90", b"-std=c++17"]
+    err, = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    nvrtc.nvrtcDestroyProgram(prog)
+    return "" if err == nvrtc.nvrtcResult.NVRTC_SUCCESS else log.decode(errors="replace")
+
+
+def test_cuda_sources_compile_with_nvrtc():
+    """Every kernel of CupyOps/CupyGraphOps compiles for sm_90, float and double: the row
+    kernels as they are, the ElementwiseKernel bodies inside a loop shaped like CuPy's
+    (parameters as locals, outputs as references, raw arrays indexable)."""
+    pytest.importorskip("cuda.bindings.nvrtc", reason="needs NVIDIA's cuda-bindings and NVRTC")
+    from mlp_backend.backends import cupy_ops as co
+
+    class Spec:  # what ElementwiseKernel was given
+        def __init__(self, i, o, body, name):
+            self.i, self.o, self.body, self.name = i, o, body, name
+    ops = co.CupyGraphOps.__new__(co.CupyGraphOps)
+    ops._gk, ops._k, ops.m = {}, {}, type("M", (), {"ElementwiseKernel": Spec})
+    names = ["bias_add", "gather", "gather_scale", "fill", "sgd", "momentum", "adam"]
+    names += [f"{k}:{a}" for a in co._ACT for k in ("act", "bias_act", "mse_delta")]
+    names += [f"act_bwd:{a}" for a in co._ACT if co._ACT[a][1]]
+    specs = [ops._g(n) for n in names]
+    specs += [co.CupyOps._kernel(ops, n) for n in ("bias_relu", "relu_bwd", "scale", "sub_scaled", "sgd",
+                                                    "momentum", "adam")]
+
+    def params(text):
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            words = part.split()
+            yield words[0] == "raw", words[-2], words[-1]
+    failures = []
+    for t in ("float", "double"):
+        log = _nvrtc_compile(f"typedef {t} T;\n" + co._ROW_SRC, f"rows_{t}.cu")
+        if log:
+            failures.append(log)
+        for k in specs:
+            head = (f"typedef {t} T; typedef {'unsigned char' if 'gather' in k.name else t} X; "
+                    "typedef long long int64;\n"
+                    "template <typename V> struct Raw { V* p; __device__ V& operator[](long long i) const "
+                    "{ return p[i]; } };\n")
+            args, body = [], []
+            for raw, ty, nm in params(k.i):
+                args.append(f"Raw<{ty}> {nm}" if raw else f"{ty} {nm}")
+            for raw, ty, nm in params(k.o):
+                args.append(f"{ty}* _{nm}")
+                body.append(f"{ty}& {nm} = _{nm}[i];")
+            src = head + (f'extern "C" __global__ void {k.name}({", ".join(args)}, long long n) {{\n'
+                          f"  long long i = blockIdx.x * blockDim.x + threadIdx.x; if (i >= n) return;\n"
+                          f"  {' '.join(body)}\n  {k.body};\n}}\n")
+            log = _nvrtc_compile(src, f"{k.name}_{t}.cu")
+            if log:
+                failures.append(f"{k.name} ({t}):\n{log}")
+    assert not failures, "\n".join(failures)
