@@ -23,7 +23,7 @@ from pathlib import Path
 from .presets import PRESETS
 
 EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
-PLUGINS = ("mlp_backend.reproduce", "mlp_backend.bench")
+PLUGINS = ("mlp_backend.reproduce", "mlp_backend.bench", "mlp_backend.onnx_export", "mlp_backend.serve")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 DEVICE_HELP = ("where the maths runs: cpu, cuda, cuda:N, auto (CUDA if usable, else cpu), torch, "
