@@ -8,7 +8,8 @@ a buffer-reusing or fused version exists. One job per module:
 ``devices``       device strings -> :class:`Backend`; host transfers; ``cuda_available``
 ``portable``      :class:`PortableOps`: the reference kernels, plain Array-API expressions
 ``numpy_ops``     :class:`BufferOps` (``out=`` buffers) and the flat parameter layout
-``cupy_ops``      :class:`CupyOps`: fused CUDA kernels (CuPy imported only on use)
+``cupy_ops``      :class:`CupyOps`: fused CUDA kernels; ``CupyGraphOps``: the capturable step
+``graphs``        the epoch runner: eager, graph-ready, or one CUDA graph per epoch
 ================  ====================================================================
 
 The host waits for the device only in :func:`to_numpy`, :meth:`Backend.to_float` and
