@@ -125,6 +125,9 @@ def _add_train(sub):
     g.add_argument("--preset", default=None, choices=list(PRESETS), help="start from a named configuration")
     g.add_argument("--seed", type=int, default=S, help="seed for the split, the weights and shuffling (default: 0)")
     g.add_argument("--device", default=None, help=DEVICE_HELP)
+    g.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default=S,
+                   help="on --device cuda, replay each epoch as one captured CUDA graph: auto (where it "
+                        "can, else eager with a one-line reason), on (or fail), off (default: auto)")
     g.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<dataset>-<time>)")
     g.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue from DIR/interrupted.npz or DIR/model.npz: same config, up to --epochs in total")
@@ -200,7 +203,7 @@ def cmd_train(args) -> int:
     from .run import load_run_config, resolve_config, train_run
     names = ("dataset", "val_fraction", "split", "hidden", "activation", "output", "loss", "init", "dtype",
              "optimizer", "lr", "schedule", "batch_size", "epochs", "weight_decay", "momentum", "patience",
-             "grad_divisor", "loss_report", "seed")
+             "grad_divisor", "loss_report", "seed", "cuda_graphs")
     given = {k: getattr(args, k) for k in names if hasattr(args, k)}
     if args.resume:
         if args.preset:
@@ -422,7 +425,7 @@ def cmd_info(args) -> int:
     import os
     import platform
     from . import __version__
-    from .backend import ENV_DEVICE, available_backends, get_backend
+    from .backends import ENV_DEVICE, available_backends, get_backend
     rows = available_backends()
     try:
         default = get_backend().label
@@ -450,7 +453,7 @@ def cmd_info(args) -> int:
 
 def main(argv=None) -> int:
     """Run the CLI; returns the exit code (``mlp-backend`` exits with it)."""
-    from .backend import BackendError
+    from .backends import BackendError
     from .data import DataError
     from .train import TrainingDiverged
     from .run import TrainingInterrupted

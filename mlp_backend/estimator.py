@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np  # host side: label encoding and the validation split
 
-from .backend import BackendError, array_backend, get_backend, to_numpy
+from .backends import BackendError, array_backend, get_backend, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import train_val_split
 from .run import build_model, build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS
@@ -86,8 +86,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     val_fraction : share of the training rows held out for validation (0: none).
     patience : early stopping on the validation loss (needs ``val_fraction > 0``).
     verbose : print one line per epoch.
-    cuda_graphs : ``"auto"``, True or False: whether the trainer may capture its step as a
-        CUDA graph (the run config's ``cuda_graphs`` key; only CUDA devices use it).
+    cuda_graphs : ``auto``, ``on`` or ``off``: replay each epoch as a captured CUDA graph on
+        ``device='cuda'`` (see :class:`~mlp_backend.train.Trainer`).
 
     Attributes after ``fit``: ``classes_``, ``n_features_in_`` (and ``feature_names_in_``
     for a DataFrame), ``model_`` (the MLP), ``history_`` (one dict per epoch), ``n_epochs_``.
