@@ -8,16 +8,24 @@ same run, into preallocated outputs.
 
     python benchmarks/bench.py                       # CPU, 1 BLAS thread, both nets
     python benchmarks/bench.py --coretype-both       # also a child with OPENBLAS_CORETYPE unset
-    python benchmarks/bench.py --device cuda         # CuPy vs PyTorch CUDA, where a GPU is
+    python benchmarks/bench.py --device cuda         # the GPU run (below), where a GPU is
     python benchmarks/bench.py --time-to-accuracy    # epochs until >= 98% test accuracy
 
 All candidates train the same net (He init, relu, softmax cross-entropy), the same batch
-size and dtype (float32), with plain SGD, from data already in memory, on the same
-number of threads.
+size and dtype (float32), with plain SGD (lr 0.1) or Adam (lr 1e-3), from data already in
+memory, on the same number of threads.
+
+``--device cuda`` times, per net x batch (128, 1024) x optimizer (SGD, Adam), in one
+interleaved run: mlp-backend with ``--cuda-graphs`` (default ``auto``), mlp-backend with
+graphs off, PyTorch CUDA eager, PyTorch with the whole epoch captured as one CUDA graph, and
+the GEMM floor (CuPy matmuls); then the default ``mlp-backend train --device cuda`` run (10
+epochs) and the time to 98% test accuracy of the same configuration on the full training
+set (:mod:`mlp_backend.bench_gpu`). The device is synchronised around every timer.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -29,6 +37,10 @@ import time
 import numpy as np
 
 DEFAULT_NETS = ("784-100-40-10", "784-512-256-10")
+LR = {"sgd": 0.1, "adam": 1e-3}  # each optimizer's learning rate, for every candidate
+GRAPH_MODES = ("auto", "on", "off")
+# Defaults per device: (batch sizes, optimizers).
+DEVICE_DEFAULTS = {"cpu": ("128", "sgd"), "cuda": ("128,1024", "sgd,adam")}
 
 
 # ----- environment ------------------------------------------------------------------------
@@ -142,37 +154,84 @@ def floor_epoch(sizes, n, batch, device):
     return run
 
 
-def ours_epoch(sizes, x, y, batch, device, lr=0.1):
+def graph_kwargs(mode: "str | None") -> dict:
+    """The ``Trainer`` keyword for CUDA-graph mode ``mode`` (``None``: none at all, the CPU
+    benchmark's Trainer as always). A Trainer without the option runs eager, which is what
+    ``off`` asks for and what ``auto`` falls back to; ``on`` cannot be honoured by it."""
+    if mode is None:
+        return {}
+    if mode not in GRAPH_MODES:
+        raise ValueError(f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}, got {mode!r}")
+    from .train import Trainer
+    if "cuda_graphs" in inspect.signature(Trainer).parameters:
+        return {"cuda_graphs": mode}
+    if mode == "on":
+        raise RuntimeError("--cuda-graphs on: this mlp_backend's Trainer has no cuda_graphs option, so it "
+                           "cannot capture; use --cuda-graphs auto or off")
+    return {}
+
+
+def graph_status(trainer) -> str:
+    """The trainer's one-line capture status after a fit ("captured ..." or "eager: why")."""
+    return getattr(trainer, "graph_status", None) or "eager: this Trainer has no cuda_graphs option"
+
+
+def ours_epoch(sizes, x, y, batch, device, lr=0.1, optimizer="sgd", cuda_graphs=None):
+    """One epoch of mlp-backend. With ``cuda_graphs`` None (the CPU benchmark) the trainer's
+    ``train_epoch``; with a mode, ``Trainer.fit`` one epoch further (the path that captures,
+    with its one host sync per epoch). The callable's ``trainer`` attribute is the Trainer."""
     from .model import MLP
     from .optim import make_optimizer
     from .train import Trainer
     model = MLP(sizes, "relu", device=device, seed=0)
     b = model.backend
     xd, yd = b.asarray(x), b.asarray(y)
-    tr = Trainer(model, make_optimizer("sgd", lr), batch_size=batch, seed=0, progress="none")
+    tr = Trainer(model, make_optimizer(optimizer, lr), batch_size=batch, seed=0, progress="none",
+                 log=lambda s: None, **graph_kwargs(cuda_graphs))
 
     def run():
         b.synchronize()
         t0 = time.perf_counter()
-        tr.train_epoch(xd, yd)
+        if cuda_graphs is None:
+            tr.train_epoch(xd, yd)
+        else:
+            tr.fit(xd, yd, tr.epoch + 1)
         b.synchronize()
         return time.perf_counter() - t0
+    run.trainer = tr
     return run
 
 
-def torch_epoch(sizes, x, y, batch, device, lr=0.1):
+def torch_net(sizes, x, y, device):
+    """(net, x float32 scaled, y) for PyTorch on ``device`` ("cpu" or a CUDA device): the
+    same layers as ours, PyTorch's default init (seeded), the data pre-scaled in memory."""
     import torch
     dev = torch.device("cuda" if device != "cpu" else "cpu")
+    torch.manual_seed(0)  # PyTorch's default init from a fixed draw, as ours from seed 0
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(torch.nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
     net = torch.nn.Sequential(*layers).to(dev)
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
-    lossf = torch.nn.CrossEntropyLoss()
     xt = torch.from_numpy(x).to(dev).float().mul_(1 / 255)  # pre-scaled: float32 in memory
     yt = torch.from_numpy(y).to(dev)
+    return net, xt, yt
+
+
+def torch_optimizer(name, params, lr, **kw):
+    import torch
+    if name not in LR:
+        raise ValueError(f"the benchmark's optimizers are {', '.join(LR)}, got {name!r}")
+    return (torch.optim.SGD if name == "sgd" else torch.optim.Adam)(params, lr=lr, **kw)
+
+
+def torch_epoch(sizes, x, y, batch, device, lr=0.1, optimizer="sgd"):
+    import torch
+    net, xt, yt = torch_net(sizes, x, y, device)
+    dev = xt.device
+    opt = torch_optimizer(optimizer, net.parameters(), lr)
+    lossf = torch.nn.CrossEntropyLoss()
     n = xt.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(0)
 
@@ -190,6 +249,7 @@ def torch_epoch(sizes, x, y, batch, device, lr=0.1):
         if dev.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0
+    run.net = net
     return run
 
 
@@ -212,29 +272,67 @@ def sklearn_epoch(sizes, x, y, batch, lr=0.1):
 
 # ----- the interleaved run ------------------------------------------------------------------
 
-def compare(net: str, x, y, *, batch: int, device: str, repeats: int, peers: bool = True,
-            log=print) -> dict:
-    sizes = _sizes(net)
-    n = x.shape[0]
-    cands = {"floor": floor_epoch(sizes, n, batch, device),
-             "mlp-backend": ours_epoch(sizes, x, y, batch, "cpu" if device == "cpu" else "cuda")}
-    if peers:
+OURS_EAGER = "mlp-backend graphs off"
+TORCH_GRAPH = "torch graph-epoch"
+
+
+def candidate_names(device: str, cuda_graphs: "str | None" = "auto", peers: bool = True,
+                    optimizer: str = "sgd") -> list[str]:
+    """The candidates of one comparison, in the order each repeat runs them. On the CPU:
+    the floor, mlp-backend, PyTorch and scikit-learn (SGD only). On CUDA: the floor,
+    mlp-backend (``cuda_graphs`` mode), mlp-backend with graphs off (unless the mode is
+    off), PyTorch eager and PyTorch's whole epoch as one CUDA graph."""
+    if device == "cpu":
+        return ["floor", "mlp-backend"] + (["torch"] + (["sklearn"] if optimizer == "sgd" else []) if peers else [])
+    return (["floor", "mlp-backend"] + ([OURS_EAGER] if cuda_graphs != "off" else [])
+            + (["torch", TORCH_GRAPH] if peers else []))
+
+
+def candidates(sizes, x, y, *, batch: int, device: str, optimizer: str = "sgd",
+               cuda_graphs: "str | None" = None, peers: bool = True, log=print) -> dict:
+    """{name: callable timing one epoch} for :func:`candidate_names`; a peer whose library
+    is missing is left out with a note."""
+    n, lr = x.shape[0], LR[optimizer]
+    cuda = device != "cpu"
+    mode = (cuda_graphs or "auto") if cuda else None
+    cands = {}
+    for name in candidate_names(device, mode, peers, optimizer):
         try:
-            cands["torch"] = torch_epoch(sizes, x, y, batch, device)
-        except ImportError:
-            log("  (PyTorch not installed: skipped)")
-        if device == "cpu":
-            try:
-                cands["sklearn"] = sklearn_epoch(sizes, x, y, batch)
-            except ImportError:
-                log("  (scikit-learn not installed: skipped)")
-    for run in cands.values():  # warm-up: caches, buffers, kernels
-        run()
+            if name == "floor":
+                cands[name] = floor_epoch(sizes, n, batch, device)
+            elif name == "mlp-backend":
+                cands[name] = ours_epoch(sizes, x, y, batch, "cuda" if cuda else "cpu", lr, optimizer, mode)
+            elif name == OURS_EAGER:
+                cands[name] = ours_epoch(sizes, x, y, batch, "cuda", lr, optimizer, "off")
+            elif name == "torch":
+                cands[name] = torch_epoch(sizes, x, y, batch, device, lr, optimizer)
+            elif name == TORCH_GRAPH:
+                from .bench_gpu import torch_graph_epoch
+                cands[name] = torch_graph_epoch(sizes, x, y, batch, lr, optimizer)
+            elif name == "sklearn":
+                cands[name] = sklearn_epoch(sizes, x, y, batch, lr)
+        except ImportError as exc:
+            log(f"  ({name}: {exc.name or exc} not installed: skipped)")
+    return cands
+
+
+def interleave(cands: dict, repeats: int, warmup: int = 1) -> dict:
+    """{name: [seconds per repeat]}: ``warmup`` untimed rounds (caches, buffers, kernels,
+    captures), then ``repeats`` rounds, each running every candidate once, in turn."""
+    for _ in range(warmup):
+        for run in cands.values():
+            run()
     times = {k: [] for k in cands}
-    for r in range(repeats):
+    for _ in range(repeats):
         for k, run in cands.items():
             times[k].append(run())
-    res = {"net": net, "rows": n, "batch": batch, "device": device, "repeats": repeats, "times": times,
+    return times
+
+
+def summarise(times: dict, **meta) -> dict:
+    """Medians, min, max and mlp-backend's ratio to every other candidate (its median over
+    theirs: below 1, mlp-backend is faster)."""
+    res = {**meta, "times": times,
            "median": {k: statistics.median(v) for k, v in times.items()},
            "min": {k: min(v) for k, v in times.items()}, "max": {k: max(v) for k, v in times.items()}}
     ours = res["median"]["mlp-backend"]
@@ -242,13 +340,33 @@ def compare(net: str, x, y, *, batch: int, device: str, repeats: int, peers: boo
     return res
 
 
+def compare(net: str, x, y, *, batch: int, device: str, repeats: int, peers: bool = True,
+            log=print, optimizer: str = "sgd", cuda_graphs: "str | None" = None) -> dict:
+    """One interleaved comparison of :func:`candidates` for ``net`` at ``batch`` with ``optimizer``."""
+    sizes = _sizes(net)
+    cands = candidates(sizes, x, y, batch=batch, device=device, optimizer=optimizer,
+                       cuda_graphs=cuda_graphs, peers=peers, log=log)
+    times = interleave(cands, repeats)
+    meta = {"net": net, "rows": x.shape[0], "batch": batch, "device": device, "repeats": repeats}
+    if device != "cpu" or optimizer != "sgd":
+        meta.update(optimizer=optimizer, lr=LR[optimizer])
+    if device != "cpu":
+        meta.update(cuda_graphs=cuda_graphs or "auto", graph_status=graph_status(cands["mlp-backend"].trainer))
+    return summarise(times, **meta)
+
+
 def format_table(results: list[dict]) -> str:
-    lines = ["| net | candidate | median s/epoch | min–max | mlp-backend ÷ this |",
-             "|---|---|---|---|---|"]
+    """The Markdown table of :func:`compare` results; batch and optimizer columns where the
+    results carry an optimizer (the GPU run, or a CPU run with --optimizers)."""
+    long = any("optimizer" in r for r in results)
+    lines = ["| net | " + ("batch | optimizer | " if long else "") + "candidate | median s/epoch | min–max | "
+             "mlp-backend ÷ this |", "|---|---|---|---|---|" + ("---|---|" if long else "")]
     for res in results:
+        key = f"| {res['net']} | " + (f"{res['batch']} | {res.get('optimizer', 'sgd')} | " if long else "")
         for k, med in res["median"].items():
             ratio = "—" if k == "mlp-backend" else f"{res['ratios'][f'mlp-backend/{k}']:.2f}×"
-            lines.append(f"| {res['net']} | {k} | {med:.3f} | {res['min'][k]:.3f}–{res['max'][k]:.3f} | {ratio} |")
+            lines.append(f"{key}{k} | {med:.4f} | {res['min'][k]:.4f}–{res['max'][k]:.4f} | {ratio} |" if long else
+                         f"{key}{k} | {med:.3f} | {res['min'][k]:.3f}–{res['max'][k]:.3f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -256,9 +374,10 @@ def format_table(results: list[dict]) -> str:
 
 def time_to_accuracy(x, y, xt, yt, *, net="784-512-256-10", target=0.98, epochs=20, batch=128,
                      optimizer="momentum", lr=0.05, schedule="cosine", device="cpu", weight_decay=0.0,
-                     seed=0, log=print) -> dict:
+                     seed=0, log=print, cuda_graphs=None) -> dict:
     """Train ``net`` and evaluate on the test set after every epoch; wall time (training plus
-    evaluation, after the data is on the device) until test accuracy >= ``target``."""
+    evaluation, after the data is on the device) until test accuracy >= ``target``.
+    ``cuda_graphs``: the Trainer's CUDA-graph mode (None: the Trainer's default)."""
     from .model import MLP
     from .optim import make_optimizer, make_schedule
     from .train import Trainer
@@ -274,12 +393,15 @@ def time_to_accuracy(x, y, xt, yt, *, net="784-512-256-10", target=0.98, epochs=
         if hit is None and row["val_accuracy"] >= target:
             hit = (row["epoch"], time.perf_counter() - t0, row["val_accuracy"])
     tr = Trainer(model, make_optimizer(optimizer, lr, weight_decay), batch_size=batch, seed=seed, progress="none",
-                 schedule=make_schedule(schedule, lr, epochs), callbacks=[cb], log=lambda s: None)
+                 schedule=make_schedule(schedule, lr, epochs), callbacks=[cb], log=lambda s: None,
+                 **graph_kwargs(cuda_graphs))
+    b.synchronize()
     t0 = time.perf_counter()
     tr.fit(xd, yd, epochs, xv, yv)
     total = time.perf_counter() - t0
     best = max(r["val_accuracy"] for r in rows)
-    return {"net": net, "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
+    extra = {} if cuda_graphs is None else {"cuda_graphs": cuda_graphs, "graph_status": graph_status(tr)}
+    return {**extra, "net": net, "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
             "epochs": epochs, "batch": batch, "device": device, "target": target, "seed": seed,
             "accuracy_per_epoch": [r["val_accuracy"] for r in rows],
             "seconds_per_epoch": [r["seconds"] for r in rows],
@@ -346,7 +468,17 @@ def peak_memory(net="784-512-256-10", epochs=2, batch=128, optimizer="momentum",
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--nets", default=",".join(DEFAULT_NETS), help="comma-separated, e.g. 784-100-40-10")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", default=None, metavar="B[,B...]",
+                   help="batch size(s), comma-separated (default 128; with --device cuda 128,1024)")
+    p.add_argument("--optimizers", default=None, metavar="NAME[,NAME...]",
+                   help=f"of {', '.join(LR)} (lr {', '.join(f'{k} {v:g}' for k, v in LR.items())}); "
+                        "default sgd, with --device cuda sgd,adam")
+    p.add_argument("--cuda-graphs", default="auto", choices=GRAPH_MODES,
+                   help="mlp-backend's CUDA-graph mode with --device cuda (default auto); unless off, "
+                        "graphs off runs beside it as a peer")
+    p.add_argument("--default-run", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time the default `mlp-backend train` run (10 epochs) and its time to --target "
+                        "test accuracy (default: on with --device cuda, off on the CPU)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (default 1)")
     p.add_argument("--data", default="mnist", help="mnist | fashion_mnist | synthetic")
@@ -372,26 +504,76 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="write all results to this JSON file")
 
 
+def plan(args) -> dict:
+    """The run's grid from the arguments: nets, batch sizes, optimizers (device defaults
+    filled in), and whether the default train run is timed. Raises ValueError on bad input."""
+    batches, optimizers = DEVICE_DEFAULTS[args.device]
+    try:
+        batches = [int(b) for b in (args.batch or batches).split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--batch wants positive integers separated by commas, got {args.batch!r}") from None
+    if not batches or min(batches) < 1:
+        raise ValueError(f"--batch wants positive integers separated by commas, got {args.batch!r}")
+    optimizers = [o.strip() for o in (args.optimizers or optimizers).split(",") if o.strip()]
+    bad = [o for o in optimizers if o not in LR]
+    if bad or not optimizers:
+        raise ValueError(f"--optimizers: {', '.join(bad) or 'none given'}; choose from {', '.join(LR)}")
+    nets = [s for s in args.nets.split(",") if s] + [f"784-{w}-10" for w in args.widths.split(",") if w]
+    default_run = args.device == "cuda" if args.default_run is None else args.default_run
+    return {"nets": [] if args.skip_compare else nets, "batches": batches, "optimizers": optimizers,
+            "cuda_graphs": args.cuda_graphs if args.device == "cuda" else None, "default_run": default_run}
+
+
+def save_json(path, out: dict) -> None:
+    """Write the results so far (atomically, to a regular file: a run cut short keeps them)."""
+    if path and not str(path).startswith("/dev/"):
+        from .data.formats import atomic_write_bytes
+        data = json.dumps(out, indent=1, default=str).encode()
+        atomic_write_bytes(path, lambda f: f.write(data))
+
+
 def main_args(args) -> dict:
     out: dict = {"command": " ".join(["python benchmarks/bench.py", *sys.argv[1:]])}
+    try:
+        grid = plan(args)
+    except ValueError as exc:
+        raise SystemExit(f"mlp-backend bench: {exc}") from None
     guard = limit_threads(args.threads)
     out["environment"] = environment(args.threads)
+    if args.device == "cuda":
+        from .bench_gpu import gpu_environment
+        out["environment"]["cuda"] = gpu_environment()
     print(json.dumps(out["environment"], indent=1))
     x, y, xt, yt = load_data(args.data, args.rows)
-    results = []
-    nets = [s for s in args.nets.split(",") if s] + [f"784-{w}-10" for w in args.widths.split(",") if w]
-    if args.skip_compare:
-        nets = []
-    for net in nets:
-        print(f"{net}: {args.repeats} interleaved repeats ...", flush=True)
-        res = compare(net, x, y, batch=args.batch, device=args.device, repeats=args.repeats,
-                      peers=not args.no_peers)
-        print("  " + "  ".join(f"{k} {v:.3f}s" for k, v in res["median"].items()) + "  |  "
-              + "  ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items()), flush=True)
-        results.append(res)
-    out["results"] = results
+    results = out["results"] = []
+    for net in grid["nets"]:
+        for batch in grid["batches"]:
+            for opt in grid["optimizers"]:
+                label = net if len(grid["batches"]) == len(grid["optimizers"]) == 1 else f"{net} batch {batch} {opt}"
+                print(f"{label}: {args.repeats} interleaved repeats ...", flush=True)
+                res = compare(net, x, y, batch=batch, device=args.device, repeats=args.repeats,
+                              peers=not args.no_peers, optimizer=opt, cuda_graphs=grid["cuda_graphs"])
+                if label != net:  # a grid: every row names its optimizer (the table's long layout)
+                    res.setdefault("optimizer", opt)
+                    res.setdefault("lr", LR[opt])
+                print("  " + "  ".join(f"{k} {v:.3f}s" for k, v in res["median"].items()) + "  |  "
+                      + "  ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items())
+                      + (f"\n  graphs: {res['graph_status']}" if "graph_status" in res else ""), flush=True)
+                results.append(res)
+                save_json(args.json, out)
     print()
     print(format_table(results))
+    if grid["default_run"]:
+        from .bench_gpu import default_run, default_time_to_accuracy
+        dev = "cuda" if args.device == "cuda" else "cpu"
+        if args.data == "synthetic":
+            print("\ndefault train run: skipped (it needs a real data set, not --data synthetic)")
+        else:
+            out["default_run"] = default_run(args.data, dev, grid["cuda_graphs"])
+            save_json(args.json, out)
+        out["default_time_to_accuracy"] = default_time_to_accuracy(x, y, xt, yt, dev, grid["cuda_graphs"],
+                                                                   target=args.target)
+        save_json(args.json, out)
     if args.time_to_accuracy:
         if guard is not None:
             guard.restore_original_limits()
@@ -434,9 +616,11 @@ def main_args(args) -> dict:
         print(child.stdout[:cut] if child.returncode == 0 and cut >= 0 else child.stdout + child.stderr)
         if cut >= 0:
             out["other_coretype"] = json.loads(child.stdout[cut:])
-    if args.json:
+    if args.json and str(args.json).startswith("/dev/"):  # the --coretype-both child's /dev/stdout
         with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+            json.dump(out, f, indent=1, default=str)
+    else:
+        save_json(args.json, out)
     return out
 
 

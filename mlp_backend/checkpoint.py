@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np  # host side only: checkpoints are host arrays
 
-from .backend import get_backend
+from .backends import get_backend
 from .data.formats import atomic_write_bytes, write_json_atomic
 from .model import MLP
 from .optim import Optimizer, make_optimizer

@@ -26,7 +26,7 @@ from pathlib import Path
 from .presets import PRESETS
 
 EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
-PLUGINS = ("mlp_backend.reproduce", "mlp_backend.bench")
+PLUGINS = ("mlp_backend.reproduce", "mlp_backend.bench", "mlp_backend.onnx_export", "mlp_backend.serve")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 DEVICE_HELP = ("where the maths runs: cpu, cuda, cuda:N, auto (CUDA if usable, else cpu), torch, "
@@ -130,6 +130,9 @@ def _add_train(sub):
     g.add_argument("--preset", default=None, choices=list(PRESETS), help="start from a named configuration")
     g.add_argument("--seed", type=int, default=S, help="seed for the split, the weights and shuffling (default: 0)")
     g.add_argument("--device", default=None, help=DEVICE_HELP)
+    g.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default=S,
+                   help="on --device cuda, replay each epoch as one captured CUDA graph: auto (where it "
+                        "can, else eager with a one-line reason), on (or fail), off (default: auto)")
     g.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<dataset>-<time>)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out DIR (otherwise refused, unless --resume continues it)")
@@ -207,7 +210,7 @@ def cmd_train(args) -> int:
     from .run import check_out_dir, load_run_config, resolve_config, train_run, unused_dir
     names = ("dataset", "val_fraction", "split", "hidden", "activation", "output", "loss", "init", "dtype",
              "optimizer", "lr", "schedule", "batch_size", "epochs", "weight_decay", "momentum", "patience",
-             "grad_divisor", "loss_report", "seed")
+             "grad_divisor", "loss_report", "seed", "cuda_graphs")
     given = {k: getattr(args, k) for k in names if hasattr(args, k)}
     if args.resume:
         if args.preset:
@@ -457,7 +460,7 @@ def cmd_info(args) -> int:
     import os
     import platform
     from . import __version__
-    from .backend import ENV_DEVICE, available_backends, get_backend
+    from .backends import ENV_DEVICE, available_backends, get_backend
     rows = available_backends()
     try:
         default = get_backend().label
@@ -521,7 +524,7 @@ def _sigterm_as_interrupt():
 
 
 def _run(args, term) -> int:
-    from .backend import BackendError
+    from .backends import BackendError
     from .data import DataError
     from .train import TrainingDiverged
     from .run import TrainingInterrupted

@@ -1,41 +1,77 @@
-"""A scikit-learn-style classifier around :class:`~mlp_backend.model.MLP`.
+"""A scikit-learn classifier around :class:`~mlp_backend.model.MLP` (needs scikit-learn >= 1.6:
+``pip install 'mlp-backend[sklearn]'``).
 
 >>> from mlp_backend.estimator import MLPClassifier
 >>> clf = MLPClassifier(hidden=(256, 128), epochs=10).fit(x_train, y_train)  # doctest: +SKIP
 >>> clf.score(x_test, y_test)                                                # doctest: +SKIP
 
-Inputs may be NumPy, CuPy, PyTorch or array_api_strict arrays. Results come back in the
-input's array type and on its device (``predict`` on a CUDA tensor gives a CUDA tensor).
-With ``device=None`` the model trains where the training data lives; give ``device`` to
-train elsewhere (e.g. NumPy input, ``device="cuda"``): ``fit``, ``predict``,
-``predict_proba`` and ``score`` copy their inputs to the model's device once per call.
+``MLPClassifier`` is a real scikit-learn estimator (``BaseEstimator`` + ``ClassifierMixin``):
+it passes ``sklearn.utils.estimator_checks.check_estimator`` and works in ``Pipeline``,
+``GridSearchCV``, ``cross_val_score``, ``clone`` and ``pickle``. Every constructor argument,
+``device`` included, is an ordinary hyper-parameter.
+
+Inputs may be NumPy, CuPy, PyTorch or array_api_strict arrays (or anything scikit-learn
+accepts: lists, pandas frames). Results come back in the input's array type and on its device
+(``predict`` on a CUDA tensor gives a CUDA tensor). With ``device=None`` the model trains
+where the training data lives; give ``device`` to train elsewhere (e.g. NumPy input,
+``device="cuda"``): ``fit``, ``predict``, ``predict_proba`` and ``score`` copy their inputs
+to the model's device once per call.
 
 ``uint8`` inputs are pixels and are scaled by 1/255 on the device; float (and other
 integer) inputs are used as given. Labels may be any integers or strings: ``classes_``
 holds the sorted unique labels, as in scikit-learn. String labels cannot live in a
 tensor, so ``predict`` returns them as a NumPy array.
+
+Importing this module works without scikit-learn; creating an ``MLPClassifier`` then
+raises ImportError saying what to install.
 """
 from __future__ import annotations
 
-import inspect
+import tempfile
+from pathlib import Path
 
 import numpy as np  # host side: label encoding and the validation split
 
-from .backend import BackendError, array_backend, get_backend, to_numpy
+from .backends import BackendError, array_backend, get_backend, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import train_val_split
-from .run import build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS
+from .run import build_model, build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS
 from .train import prepare_inputs
 
-__all__ = ["MLPClassifier", "NotFittedError"]
+__all__ = ["MLPClassifier", "NotFittedError", "SKLEARN_MISSING", "EXPECTED_FAILED_CHECKS"]
+
+# check_estimator's checks that this estimator is known to fail, {check name: why}, for
+# ``check_estimator(est, expected_failed_checks=EXPECTED_FAILED_CHECKS)``. None: all of
+# scikit-learn 1.9's checks pass (tests/test_sklearn_api.py runs them).
+EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+
+SKLEARN_HINT = "pip install 'mlp-backend[sklearn]' (scikit-learn >= 1.6)"
+
+try:  # validate_data and __sklearn_tags__ are scikit-learn >= 1.6
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.exceptions import NotFittedError
+    from sklearn.metrics import accuracy_score
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+    SKLEARN_MISSING = None
+except ImportError as _exc:
+    SKLEARN_MISSING = f"MLPClassifier needs scikit-learn >= 1.6 ({_exc}): {SKLEARN_HINT}"
+
+    class NotFittedError(ValueError, AttributeError):
+        """``predict`` before ``fit`` (scikit-learn's bases)."""
+
+    class BaseEstimator:
+        """Stands in for scikit-learn's: creating an estimator says what to install."""
+
+        def __new__(cls, *args, **kwargs):
+            raise ImportError(SKLEARN_MISSING)
+
+    class ClassifierMixin:
+        pass
 
 
-class NotFittedError(ValueError, AttributeError):
-    """``predict``/``score``/``save`` before ``fit`` (the same bases as scikit-learn's)."""
-
-
-class MLPClassifier:
-    """A multilayer-perceptron classifier with the scikit-learn estimator API.
+class MLPClassifier(ClassifierMixin, BaseEstimator):
+    """A multilayer-perceptron classifier, a scikit-learn estimator.
 
     Parameters
     ----------
@@ -51,105 +87,74 @@ class MLPClassifier:
     val_fraction : share of the training rows held out for validation (0: none).
     patience : early stopping on the validation loss (needs ``val_fraction > 0``).
     verbose : print one line per epoch.
+    cuda_graphs : ``auto``, ``on`` or ``off``: replay each epoch as a captured CUDA graph on
+        ``device='cuda'`` (see :class:`~mlp_backend.train.Trainer`).
 
-    Attributes after ``fit``: ``classes_``, ``n_features_in_``, ``model_`` (the MLP),
-    ``history_`` (one dict per epoch), ``n_epochs_``.
+    Attributes after ``fit``: ``classes_``, ``n_features_in_`` (and ``feature_names_in_``
+    for a DataFrame), ``model_`` (the MLP), ``history_`` (one dict per epoch), ``n_epochs_``.
     """
 
     def __init__(self, hidden=(256, 128), activation="relu", output="softmax", loss="cross_entropy",
                  init="he", optimizer="adam", lr=1e-3, batch_size=128, epochs=10, seed=0, device=None,
                  dtype="float32", val_fraction=0.0, patience=None, schedule="cosine", momentum=0.9,
-                 weight_decay=0.0, verbose=False):
+                 weight_decay=0.0, verbose=False, cuda_graphs="auto"):
         self.hidden, self.activation, self.output, self.loss = hidden, activation, output, loss
         self.init, self.optimizer, self.lr, self.batch_size = init, optimizer, lr, batch_size
         self.epochs, self.seed, self.device, self.dtype = epochs, seed, device, dtype
         self.val_fraction, self.patience, self.schedule = val_fraction, patience, schedule
         self.momentum, self.weight_decay, self.verbose = momentum, weight_decay, verbose
-
-    # ----- scikit-learn protocol -----------------------------------------------------------
-    @classmethod
-    def _param_names(cls):
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in self._param_names()}
-
-    def set_params(self, **params) -> "MLPClassifier":
-        valid = self._param_names()
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"invalid parameter {k!r} for MLPClassifier; valid: {', '.join(valid)}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = type(self)().get_params()
-        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k])
-        return f"MLPClassifier({changed})"
+        self.cuda_graphs = cuda_graphs
 
     def _config(self) -> dict:
         cfg = {**EXTRA_DEFAULTS, "dataset": "<arrays>"}
         cfg.update({k: getattr(self, k) for k in ("hidden", "activation", "output", "loss", "init",
                                                   "optimizer", "lr", "batch_size", "epochs", "seed",
                                                   "dtype", "val_fraction", "patience", "schedule",
-                                                  "momentum", "weight_decay")})
+                                                  "momentum", "weight_decay", "cuda_graphs")})
         return validate_config(cfg)
 
     # ----- data handling ---------------------------------------------------------------------
     @staticmethod
-    def _host_x(x):
-        """Host rows: uint8 stays uint8 (scaled on the device), anything else becomes float64."""
-        h = np.asarray(to_numpy(x))
-        if h.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {h.shape}")
-        return h if h.dtype == np.uint8 else h.astype(np.float64)
-
-    @staticmethod
-    def _host_y(y):
+    def _host(a):
+        """Device arrays (CuPy, torch, array_api_strict) as host NumPy; anything else as given,
+        for scikit-learn's validation (lists, pandas frames, memmaps ...)."""
+        if isinstance(a, np.ndarray):
+            return a
         try:
-            return np.asarray(to_numpy(y)).reshape(-1)
-        except Exception:  # a list of strings, etc.
-            return np.asarray(y).reshape(-1)
+            array_backend(a)
+        except (TypeError, BackendError):
+            return a
+        return to_numpy(a)
 
-    def _device_x(self, host):
-        b = self.model_.backend
-        return prepare_inputs(b.asarray(host, None if host.dtype == np.uint8 else self.model_.dtype_name), self.model_)
+    def _check_x(self, X):
+        """Validated host rows for predict: uint8 stays uint8 (scaled on the device)."""
+        check_is_fitted(self)
+        return validate_data(self, self._host(X), reset=False, dtype="numeric")
 
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise NotFittedError("this MLPClassifier is not fitted yet; call fit(X, y) first")
-
-    def _check_x(self, x):
-        self._check_fitted()
-        h = self._host_x(x)
-        if h.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {h.shape[1]} features, but MLPClassifier was fitted with {self.n_features_in_}")
-        return h
+    def _to_device(self, host, labels: bool = False):
+        """Host rows (or ``labels``) on the model's device in one transfer: uint8 pixels stay
+        uint8 (scaled there), labels become int64, anything else the model's dtype."""
+        kind = "int64" if labels else None if host.dtype == np.uint8 else self.model_.dtype_name
+        return self.model_.backend.asarray(host, kind)
 
     # ----- fitting and predicting ---------------------------------------------------------
     def fit(self, X, y) -> "MLPClassifier":
         """Train from scratch on ``X`` (n_samples, n_features) and labels ``y``."""
-        from .model import MLP
         cfg = self._config()
         backend = get_backend(self.device) if self.device is not None else self._where(X)
-        xh, yh = self._host_x(X), self._host_y(y)
-        if len(xh) != len(yh):
-            raise ValueError(f"X has {len(xh)} rows but y has {len(yh)} labels")
+        xh, yh = validate_data(self, self._host(X), self._host(y), dtype="numeric")
+        check_classification_targets(yh)
         self.classes_, y_enc = np.unique(yh, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"y needs at least 2 classes, got {len(self.classes_)}")
-        self.n_features_in_ = xh.shape[1]
+            raise ValueError(f"y has 1 class ({self.classes_[0]!r}); a classifier needs at least 2 classes")
         x_tr, y_tr, x_val, y_val = train_val_split(xh, y_enc, cfg["val_fraction"], cfg["seed"])
-        self.model_ = MLP([xh.shape[1], *cfg["hidden"], len(self.classes_)], cfg["activation"],
-                          output=cfg["output"], loss=cfg["loss"], init=cfg["init"], dtype=cfg["dtype"],
-                          device=backend, seed=cfg["seed"])
+        self.model_ = build_model(cfg, xh.shape[1], len(self.classes_), backend)
         self.optimizer_ = build_optimizer(cfg)
         self.trainer_ = build_trainer(cfg, self.model_, self.optimizer_,
                                       progress="lines" if self.verbose else "none",
                                       log=print if self.verbose else (lambda *_: None))
-        dev = lambda h: backend.asarray(h, None if h.dtype == np.uint8 else cfg["dtype"])  # noqa: E731
-        self.trainer_.fit(dev(x_tr), backend.asarray(y_tr, "int64"), cfg["epochs"],
-                          dev(x_val), backend.asarray(y_val, "int64"))
+        dev = self._to_device
+        self.trainer_.fit(dev(x_tr), dev(y_tr, labels=True), cfg["epochs"], dev(x_val), dev(y_val, labels=True))
         self.history_ = list(self.trainer_.history.rows)
         self.n_epochs_ = self.trainer_.epoch
         return self
@@ -158,22 +163,25 @@ class MLPClassifier:
         """Class probabilities (n_samples, n_classes), columns in ``classes_`` order, in X's
         array type and on X's device."""
         h = self._check_x(X)
-        proba = self.model_.backend.to_numpy(self.model_.predict_proba(self._device_x(h)))
+        m = self.model_
+        proba = m.backend.to_numpy(m.predict_proba(prepare_inputs(self._to_device(h), m)))
         return self._like(X, proba)
 
     def predict(self, X):
         """Predicted labels (values of ``classes_``) in X's array type and device."""
         h = self._check_x(X)
-        idx = self.model_.backend.to_numpy(self.model_.predict(self._device_x(h)))
+        m = self.model_
+        idx = m.backend.to_numpy(m.predict(prepare_inputs(self._to_device(h), m)))
         labels = self.classes_[idx]
         if labels.dtype.kind not in "biuf":
             return labels  # strings cannot live in a tensor
         return self._like(X, labels)
 
-    def score(self, X, y) -> float:
-        """Mean accuracy on ``(X, y)``."""
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy on ``(X, y)`` (weighted by ``sample_weight`` if given)."""
         pred = np.asarray(to_numpy(self.predict(X)))
-        return float(np.mean(pred == self._host_y(y)))
+        return float(accuracy_score(np.asarray(self._host(y)), pred,
+                                    sample_weight=None if sample_weight is None else self._host(sample_weight)))
 
     @staticmethod
     def _where(x):
@@ -194,7 +202,7 @@ class MLPClassifier:
     # ----- persistence ------------------------------------------------------------------------
     def save(self, path):
         """Write the fitted classifier (weights, classes, parameters) as a checkpoint."""
-        self._check_fitted()
+        check_is_fitted(self)
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         extra = {"estimator": {"params": params, "classes": self.classes_.tolist(),
                                "classes_dtype": self.classes_.dtype.str, "n_epochs": self.n_epochs_}}
@@ -211,6 +219,12 @@ class MLPClassifier:
         if isinstance(params.get("hidden"), list):
             params["hidden"] = tuple(params["hidden"])
         self = cls(**params)
+        self._restore(ckpt)
+        return self
+
+    def _restore(self, ckpt):
+        """The fitted state (model, optimizer, trainer, classes) from a loaded checkpoint."""
+        est = ckpt.extra["estimator"]
         self.model_, self.optimizer_ = ckpt.model, ckpt.optimizer
         self.classes_ = np.asarray(est["classes"], dtype=np.dtype(est["classes_dtype"]))
         self.n_features_in_ = ckpt.model.sizes[0]
@@ -219,4 +233,35 @@ class MLPClassifier:
         self.trainer_ = build_trainer(self._config(), self.model_, self.optimizer_, progress="none",
                                       log=lambda *_: None)
         ckpt.restore(self.trainer_)
-        return self
+
+    # pickle (clone, deepcopy, joblib, multiprocessing): the model, optimizer and trainer hold
+    # device arrays and array modules, so a fitted estimator travels as its checkpoint bytes
+    # (the same file :meth:`save` writes, read back without unpickling anything) and comes
+    # back on the device it was on.
+    _PICKLE_KEY = "_mlp_backend_checkpoint"
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "model_" in state:
+            with tempfile.TemporaryDirectory() as d:
+                path = self.save(Path(d) / "estimator.npz")
+                data = path.read_bytes()
+            state = {k: v for k, v in state.items() if k not in ("model_", "optimizer_", "trainer_", "history_")}
+            state[self._PICKLE_KEY] = (data, self.model_.backend.label)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        packed = state.pop(self._PICKLE_KEY, None)
+        super().__setstate__(state)
+        if packed is not None:
+            data, device = packed
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / "estimator.npz"
+                path.write_bytes(data)
+                self._restore(load_checkpoint(path, device=device))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False  # NaN/inf rows are refused by validate_data
+        return tags

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np  # host side: data splits and metrics
 
 from . import __version__
-from .backend import get_backend
+from .backends import get_backend
 from .checkpoint import _jsonable, load_checkpoint, save_checkpoint
 from .data import load_dataset, train_val_split
 from .data.formats import atomic_write_bytes, write_json_atomic
@@ -48,7 +48,8 @@ __all__ = ["DEFAULTS", "resolve_config", "train_run", "build_trainer", "EpochSna
 # Options that are not in every preset, with their defaults.
 EXTRA_DEFAULTS = {"dataset": "mnist", "seed": 0, "weight_decay": 0.0, "momentum": 0.9,
                   "patience": None, "schedule": "constant", "val_fraction": 0.1,
-                  "grad_divisor": "samples", "split": "standard", "loss_report": "ours"}
+                  "grad_divisor": "samples", "split": "standard", "loss_report": "ours",
+                  "cuda_graphs": "auto"}
 DEFAULTS = {**EXTRA_DEFAULTS, **PRESETS["default"]}
 # What a resumed run may not change: the architecture and the optimizer's kind.
 RESUME_FIXED = ("hidden", "activation", "output", "loss", "init", "dtype", "optimizer")
@@ -109,6 +110,9 @@ def validate_config(cfg: dict) -> dict:
         if cfg[key] not in allowed:
             raise ValueError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     cfg["dataset"] = str(cfg["dataset"])
+    cfg["cuda_graphs"] = cfg.get("cuda_graphs") or "auto"
+    if cfg["cuda_graphs"] not in ("auto", "on", "off"):
+        raise ValueError(f"--cuda-graphs must be one of auto, on, off, got {cfg['cuda_graphs']!r}")
     return cfg
 
 
@@ -154,7 +158,7 @@ def build_trainer(cfg: dict, model: MLP, optimizer, *, progress="auto", log=prin
                    schedule=make_schedule(cfg["schedule"], cfg["lr"], cfg["epochs"]),
                    seed=cfg["seed"], patience=cfg["patience"], progress=progress, log=log,
                    normalizer=model.sizes[0] if cfg["grad_divisor"] == "features" else None,
-                   callbacks=callbacks)
+                   callbacks=callbacks, cuda_graphs=cfg.get("cuda_graphs", "auto"))
 
 
 class EpochSnapshot:
@@ -244,6 +248,7 @@ def write_metrics(out: Path, cfg, backend, trainer, data, status, final=None, ex
                "best_epoch": trainer.best[1] if trainer.best is not None else None,
                "stop_reason": trainer.stop_reason or None,
                "config": cfg, "backend": backend.name, "device": backend.label,
+               "graph_status": trainer.graph_status or None,
                "versions": versions(backend), "dataset": data["dataset"],
                "loss_report": ("paper: every reported loss (history.csv, metrics.json, loss.png) is 2x the "
                                "training loss, as the paper's printed mean_squared_loss"

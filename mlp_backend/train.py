@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import functional as F
-from .backend import host_rng
+from .backends import host_rng
+from .backends.graphs import check_mode, epoch_runner
 from .model import MLP
 from .optim import Optimizer, make_schedule
 from .placement import place_inputs
@@ -82,12 +83,20 @@ class Trainer:
     replaces the sample count in the gradient's mean (the paper's quirk). With
     ``patience`` set, training stops once the validation loss has not improved for that
     many epochs and the best weights are restored.
+
+    ``cuda_graphs`` (``auto``, ``on``, ``off``): on ``--device cuda`` each epoch's steps are
+    captured once per :meth:`fit` into a CUDA graph and replayed (see
+    :mod:`mlp_backend.backends.graphs`); ``auto`` runs eager where that cannot be done and
+    logs why once, ``on`` raises instead, ``off`` never captures. Elsewhere ``auto`` is
+    silently eager. After :meth:`fit`, :attr:`graph_status` is one line: ``captured: ...``
+    or ``eager: <reason>``.
     """
 
     def __init__(self, model: MLP, optimizer: Optimizer, *, batch_size: int | None = 128,
                  schedule: Callable[[int], float] | None = None, seed=0, shuffle: bool = True,
                  normalizer=None, patience: int | None = None, progress: str = "auto",
-                 log: Callable[[str], None] = print, callbacks: Iterable[Callable] = ()):
+                 log: Callable[[str], None] = print, callbacks: Iterable[Callable] = (),
+                 cuda_graphs: str = "auto"):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None for the full batch, got {batch_size}")
         if progress not in ("auto", "bar", "lines", "none"):
@@ -102,6 +111,7 @@ class Trainer:
         self.history = History()
         self.best = None  # (val_loss, epoch, params) when early stopping
         self.stop_reason = ""
+        self.cuda_graphs, self.graph_status = check_mode(cuda_graphs), ""
 
     # ----- one epoch ------------------------------------------------------------------
     def _batches(self, n: int):
@@ -217,15 +227,34 @@ class Trainer:
         """
         x, y = place_inputs(self.model, x, y)
         x_val, y_val = place_inputs(self.model, x_val, y_val, ("x_val", "y_val"))
-        model, backend = self.model, self.model.backend
+        model = self.model
         n, has_val = x.shape[0], x_val is not None and x_val.shape[0] > 0
         self.stop_reason = ""
+        if self.epoch < epochs:
+            # the backend's epoch runner: replays a CUDA graph or runs train_epoch; freed below
+            scale = PIXEL_SCALE if model.xp.isdtype(x.dtype, "integral") else None
+            runner = epoch_runner(self, x, y, self.cuda_graphs, scale, self.log)
+            self.graph_status = runner.status
+            try:
+                self._fit_epochs(runner, x, y, epochs, x_val, y_val, n, has_val)
+            finally:
+                self.graph_status = runner.status
+                runner.close()
+        if self.best is not None and self.patience is not None:
+            model.params = self.best[2]
+            if self.stop_reason:
+                self.log(f"early stopping: {self.stop_reason}; restored the weights of epoch {self.best[1]}")
+        return self.history
+
+    def _fit_epochs(self, runner, x, y, epochs, x_val, y_val, n, has_val):
+        model, backend = self.model, self.model.backend
         try:
             while self.epoch < epochs:
                 lr = self.optimizer.lr = float(self.schedule(self.epoch))
                 t0 = time.perf_counter()
                 bar = self._bar(epochs, n)
-                loss_sum, correct = self.train_epoch(x, y, bar)
+                loss_sum, correct = runner.run(bar)
+                self.graph_status = runner.status
                 sums = [loss_sum, model.xp.astype(correct, model.dtype)]
                 if has_val:
                     vl, vc = evaluate(model, x_val, y_val)
@@ -261,11 +290,6 @@ class Trainer:
                 if hasattr(cb, "on_interrupt"):
                     cb.on_interrupt(self)
             raise
-        if self.best is not None and self.patience is not None:
-            model.params = self.best[2]
-            if self.stop_reason:
-                self.log(f"early stopping: {self.stop_reason}; restored the weights of epoch {self.best[1]}")
-        return self.history
 
     def _early_stop(self, row) -> bool:
         val = row["val_loss"]

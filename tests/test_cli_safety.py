@@ -196,7 +196,7 @@ def test_train_with_hyphenated_names(tiny, tmp_path):
 
 @pytest.mark.parametrize("env, label", [("array_api_strict:device1", "array_api_strict:device1"), ("cpu", "cpu")])
 def test_environment_variable_picks_the_default_device(tiny, tmp_path, monkeypatch, env, label):
-    from mlp_backend.backend import ENV_DEVICE
+    from mlp_backend.backends import ENV_DEVICE
     monkeypatch.setenv(ENV_DEVICE, env)
     assert cli.main(["train", "--dataset", str(tiny), "--epochs", "1", "--quiet", "--out", str(tmp_path),
                      "--hidden", "16", "--batch-size", "64"]) == 0
@@ -204,9 +204,8 @@ def test_environment_variable_picks_the_default_device(tiny, tmp_path, monkeypat
 
 
 def test_auto_without_a_usable_gpu_is_cpu(tiny, tmp_path, monkeypatch):
-    from mlp_backend import backend
-    from mlp_backend.backend import ENV_DEVICE
-    monkeypatch.setattr(backend, "cuda_available", lambda: (False, "no GPU (test)"))
+    from mlp_backend.backends import ENV_DEVICE, devices
+    monkeypatch.setattr(devices, "cuda_available", lambda: (False, "no GPU (test)"))
     monkeypatch.setenv(ENV_DEVICE, "auto")
     assert cli.main(["train", "--dataset", str(tiny), "--epochs", "1", "--quiet", "--out", str(tmp_path),
                      "--hidden", "16", "--batch-size", "64"]) == 0

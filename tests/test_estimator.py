@@ -1,9 +1,12 @@
-"""MLPClassifier: the scikit-learn protocol, array types in and out, save/load."""
+"""MLPClassifier: the scikit-learn protocol, array types in and out, save/load.
+(scikit-learn's own tools on it: test_sklearn_api.py.)"""
 import numpy as np
 import pytest
 
 from conftest import blobs, needs_torch
-from mlp_backend.estimator import MLPClassifier, NotFittedError
+from mlp_backend.estimator import MLPClassifier, NotFittedError, SKLEARN_MISSING
+
+pytestmark = pytest.mark.skipif(SKLEARN_MISSING is not None, reason=str(SKLEARN_MISSING))
 
 FAST = dict(hidden=(16,), epochs=8, batch_size=32, lr=0.01, schedule="constant")
 
@@ -86,7 +89,7 @@ def test_get_set_params_and_clone(fitted):
     clone = MLPClassifier(**params)
     assert clone.get_params() == params and not hasattr(clone, "model_")
     assert clone.set_params(lr=0.5, epochs=2) is clone and clone.lr == 0.5
-    with pytest.raises(ValueError, match="invalid parameter"):
+    with pytest.raises(ValueError, match="Invalid parameter 'learning_rate'"):  # scikit-learn's message
         clone.set_params(learning_rate=1)
     assert "hidden=(16,)" in repr(fitted)
 

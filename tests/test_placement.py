@@ -9,7 +9,7 @@ import pytest
 
 import mlp_backend as mb
 from conftest import blobs, needs_gpu, needs_torch
-from mlp_backend.backend import Backend, get_backend
+from mlp_backend.backends import Backend, get_backend
 from mlp_backend.checkpoint import load_checkpoint, save_checkpoint
 from mlp_backend.estimator import MLPClassifier
 from mlp_backend.placement import DeviceMismatchError, on_device

@@ -81,16 +81,23 @@ def test_remove_quirks_switches():
 
 def test_cli_writes_report_atomically(tmp_path):
     """reproduce --quick on a small label-first CSV (the --data-path route), then --report-only, then sweep."""
+    import pandas as pd
     x, y = blobs(600, n_features=784, n_classes=10, seed=2)
     csv = tmp_path / "digit_data.csv"
     np.savetxt(csv, np.column_stack([y, x]).astype(int), fmt="%d", delimiter=",",
                header="label," + ",".join(f"pixel{i}" for i in range(784)), comments="")
     out = tmp_path / "docs"
     base = ["--quick", "--out", str(out), "--data-path", str(csv)]
-    assert R.main(["reproduce", *base, "--seeds", "2", "--seeds-for", "paper-he=1", "--seeds-for", "paper-lecun=1", "--no-speed",
+    assert R.main(["reproduce", *base, "--seeds", "2", "--seeds-for", "paper-he=1", "--seeds-for", "paper-lecun=1",
+                   "--seeds-for", "paper-random-printed=1", "--no-speed",
                    "--ablation-epochs", "4", "--minibatch-epochs", "1"]) == 0
     md = (out / "reproduction.md").read_text()
     assert "| paper-he |" in md and "--seeds-for paper-lecun=1" in md and "Ablation" in md
+    # the code as printed (tanh in layer 2) is a row of the table, with its own seeds
+    row = next(line for line in md.splitlines() if line.startswith("| paper-random-printed |"))
+    assert row.split("|")[2].strip() == "784-100-40-10, 60" and row.split("|")[7].strip() == "1"
+    runs = pd.read_csv(out / "img" / "reproduction" / "runs.csv")
+    assert sorted(runs[runs["preset"] == "paper-random-printed"]["seed"]) == [0]
     img = out / "img" / "reproduction"
     pngs = sorted(p.name for p in img.glob("*.png"))
     assert len(pngs) == 7 and sum(p.stat().st_size for p in img.glob("*.png")) < 2_000_000
@@ -99,7 +106,6 @@ def test_cli_writes_report_atomically(tmp_path):
     assert R.main(["reproduce", *base, "--report-only"]) == 0
     assert (out / "reproduction.md").read_text() == md
     assert R.main(["sweep", *base, "--widths", "8x4,16x8", "--inits", "paper-he,he", "--every", "5"]) == 0
-    import pandas as pd
     df = pd.read_csv(img / "sweep.csv")
     assert set(df["hidden1"]) == {8, 16} and (img / "sweep.png").exists()
     # The report's regenerate command names no output folder; a sweep next to it joins the report.
@@ -107,6 +113,45 @@ def test_cli_writes_report_atomically(tmp_path):
     assert R.main(["reproduce", *base, "--report-only"]) == 0
     md2 = (out / "reproduction.md").read_text()
     assert "## Sweep" in md2 and "| paper-he | 16-8 |" in md2 and "mlp-backend sweep --quick" in md2
+
+
+def test_printed_variant_runs_tanh_in_layer_2():
+    """The table's `paper-random-printed` is the random experiment with the printed layer 2."""
+    assert "paper-random-printed" in R.EXPERIMENTS and "paper-random-printed" in R.QUICK["epochs"]
+    printed, text = PRESETS["paper-random-printed"], PRESETS["paper-random"]
+    assert printed["activation"] == ["relu", "tanh"] and text["activation"] == ["relu", "relu"]
+    assert {k: v for k, v in printed.items() if k != "activation"} == {k: v for k, v in text.items() if k != "activation"}
+    with pytest.raises(SystemExit, match="paper-random-printed"):
+        R.parse_seed_overrides(["paper-nope=2"])
+    assert R.parse_seed_overrides(["paper-random-printed=3"]) == {"paper-random-printed": 3}
+
+
+def test_speed_times_the_runs_own_device(monkeypatch):
+    """run_speed times ours on args.device (here the strict GPU stand-in) against the printed
+    NumPy code on the CPU, and the report's speed section names both devices."""
+    from types import SimpleNamespace
+    x, y = blobs(1_500, n_features=784, n_classes=10, seed=4)
+    monkeypatch.setattr(R, "load_pool", lambda *a, **k: (x, y, "blobs"))  # paper_speed imports it from R
+    args = SimpleNamespace(quick=True, speed_preset="paper-he", device="array_api_strict:device1")
+    speed = R.run_speed(args, log=lambda s: None)
+    assert speed["ours_device"] == "array_api_strict:device1" and speed["paper_device"] == "cpu"
+    assert speed["dtype"] == "float64" and speed["n_train"] == 1_500 - 1_000 - 50
+    assert speed["ratio"] == pytest.approx(speed["paper"]["median"] / speed["ours"]["median"])
+    speed["notes"] = R.speed_notes(speed)
+    ctx = {"runs": [], "ablation": [], "speed": speed, "figures": [], "quick": True, "command": "mlp-backend reproduce",
+           "machine": "test", "device": args.device, "started": "now", "pool": "blobs", "total_seconds": 1.0}
+    md = R.build_report(ctx)
+    section = md[md.index("## Speed"):]
+    assert "| ours, faithful preset (`Trainer`) | array_api_strict:device1 |" in section
+    assert "| printed appendix code (`benchmarks/paper_code.py`) | cpu |" in section
+    assert "printed median on cpu / ours median on array_api_strict:device1" in section
+    assert "issue 8's GPU" in section and "OpenBLAS" not in section  # the CPU-only explanation is left out
+    # a run saved before the labels existed timed both sides on the CPU, and says so
+    old = {k: v for k, v in speed.items() if k not in ("ours_device", "paper_device")}
+    old["notes"] = R.speed_notes(old)
+    section = R.build_report({**ctx, "speed": old})
+    section = section[section.index("## Speed"):]
+    assert "| ours, faithful preset (`Trainer`) | cpu |" in section and "issue 4's CPU" in section
 
 
 def _mnist_pool():
