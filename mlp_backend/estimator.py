@@ -45,7 +45,7 @@ __all__ = ["MLPClassifier", "NotFittedError", "SKLEARN_MISSING", "EXPECTED_FAILE
 # scikit-learn 1.9's checks pass (tests/test_sklearn_api.py runs them).
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
-SKLEARN_HINT = "pip install 'mlp-backend[sklearn]' (scikit-learn >= 1.6)"
+SKLEARN_HINT = "pip install 'mlp-backend[sklearn]' (scikit-learn >= 1.6.1)"
 
 try:  # validate_data and __sklearn_tags__ are scikit-learn >= 1.6
     from sklearn.base import BaseEstimator, ClassifierMixin
