@@ -14,7 +14,8 @@ Inputs may be NumPy, CuPy, PyTorch or array_api_strict arrays (or anything sciki
 accepts: lists, pandas frames). Results come back in the input's array type and on its device
 (``predict`` on a CUDA tensor gives a CUDA tensor). With ``device=None`` the model trains
 where the training data lives; give ``device`` to train elsewhere (e.g. NumPy input,
-``device="cuda"``).
+``device="cuda"``): ``fit``, ``predict``, ``predict_proba`` and ``score`` copy their inputs
+to the model's device once per call.
 
 ``uint8`` inputs are pixels and are scaled by 1/255 on the device; float (and other
 integer) inputs are used as given. Labels may be any integers or strings: ``classes_``
@@ -44,7 +45,7 @@ __all__ = ["MLPClassifier", "NotFittedError", "SKLEARN_MISSING", "EXPECTED_FAILE
 # scikit-learn 1.9's checks pass (tests/test_sklearn_api.py runs them).
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
-SKLEARN_HINT = "pip install 'mlp-backend[sklearn]' (scikit-learn >= 1.6)"
+SKLEARN_HINT = "pip install 'mlp-backend[sklearn]' (scikit-learn >= 1.6.1)"
 
 try:  # validate_data and __sklearn_tags__ are scikit-learn >= 1.6
     from sklearn.base import BaseEstimator, ClassifierMixin

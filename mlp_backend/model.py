@@ -23,6 +23,7 @@ from typing import NamedTuple, Sequence
 from . import functional as F
 from .backends import FlatDict, flat_layout, get_backend, ops_for, to_numpy
 from .init import initialize
+from .placement import check_device
 
 
 class Cache(NamedTuple):
@@ -170,7 +171,12 @@ class MLP:
     def forward(self, x, workspace=None, ops=None) -> Cache:
         """Run the network on rows ``x`` (n, sizes[0]); keep what backward needs.
 
-        ``ops`` replaces the backend's kernels (the epoch runner passes its graph-ready ones)."""
+        ``ops`` replaces the backend's kernels (the epoch runner passes its graph-ready ones).
+        ``x`` must be on the model's device: this and the other low-level methods never
+        move data, and raise :class:`~mlp_backend.placement.DeviceMismatchError` naming
+        both devices otherwise (``Trainer.fit``, ``evaluate`` and the estimator copy host
+        arrays for you)."""
+        check_device(self.backend, x, "x")
         ops, ws, a = ops or self.ops, workspace, [x]
         z, lse, last = x, None, self.n_layers
         for i in range(1, last + 1):
@@ -192,7 +198,9 @@ class MLP:
         return Cache(a, z, lse)
 
     def targets(self, y):
-        """Integer labels (n,) -> one-hot rows of the model's dtype; 2-D targets pass through."""
+        """Integer labels (n,) -> one-hot rows of the model's dtype; 2-D targets pass through.
+        ``y`` must be on the model's device (see :meth:`forward`)."""
+        check_device(self.backend, y, "y")
         if y.ndim == 1:
             return F.one_hot(y, self.sizes[-1], self.dtype, self.xp, self.backend.device)
         return y

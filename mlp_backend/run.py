@@ -341,6 +341,40 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
             "files": files}
 
 
+RUN_FILES = ("model.npz", "model.json", "history.csv", "metrics.json", "loss.png", "accuracy.png",
+             "interrupted.npz", "interrupted.json")
+
+
+class OutputExists(FileExistsError):
+    """``--out DIR`` already holds a run; the message says how to continue or replace it."""
+
+
+def check_out_dir(out, *, resume=None, overwrite: bool = False) -> None:
+    """Refuse to train into a directory that already holds a run (any of ``RUN_FILES``),
+    before anything is written, unless ``overwrite`` is set or ``resume`` is a checkpoint
+    in that same directory (continuing it is what the files are for)."""
+    out = Path(out)
+    found = [f for f in RUN_FILES if (out / f).exists()]
+    if not found or overwrite:
+        return
+    if resume is not None and Path(resume).resolve().parent == out.resolve():
+        return
+    ckpt = out / ("interrupted.npz" if "interrupted.npz" in found else "model.npz")
+    raise OutputExists(
+        f"{out} already holds a training run ({', '.join(found)}); nothing was changed. "
+        f"Continue it with `mlp-backend train --resume {ckpt} --out {out} --epochs N`, "
+        f"replace it with --overwrite, or choose another --out")
+
+
+def unused_dir(path) -> Path:
+    """``path``, or ``path-2``, ``path-3`` ... if it exists (default output directories)."""
+    path, n = Path(path), 2
+    candidate = path
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
+    return candidate
+
+
 def load_run_config(resume, explicit: dict) -> dict:
     """The config to resume with: the checkpoint's, updated with ``explicit`` options,
     refusing changes to the architecture or the optimizer kind (``RESUME_FIXED``)."""

@@ -19,6 +19,7 @@ from .backends import host_rng
 from .backends.graphs import check_mode, epoch_runner
 from .model import MLP
 from .optim import Optimizer, make_schedule
+from .placement import place_inputs
 
 PIXEL_SCALE = 1.0 / 255.0
 
@@ -56,7 +57,11 @@ def prepare_inputs(x, model: MLP):
 
 def evaluate(model: MLP, x, y, batch_size: int = 10_000):
     """(sum of per-batch mean losses weighted by batch size, number correct) as device
-    scalars: divide by ``x.shape[0]`` on the host for the means. No host sync."""
+    scalars: divide by ``x.shape[0]`` on the host for the means. No host sync.
+
+    Host (NumPy) ``x``/``y`` are copied to the model's device once, first; arrays on
+    another device raise :class:`~mlp_backend.placement.DeviceMismatchError`."""
+    x, y = place_inputs(model, x, y)
     xp = model.xp
     loss_sum = correct = None
     for i in range(0, x.shape[0], batch_size):
@@ -213,10 +218,15 @@ class Trainer:
     def fit(self, x, y, epochs: int, x_val=None, y_val=None) -> History:
         """Train until ``epochs`` epochs have run in total (a resumed trainer continues).
 
-        ``x``/``y`` are device arrays (uint8 pixels or floats; integer labels). Raises
+        ``x``/``y`` are uint8 pixels or floats and integer labels, on the model's device or
+        host NumPy arrays, which are copied to the model's device once, here (float rows in
+        the model's dtype); arrays on another device raise
+        :class:`~mlp_backend.placement.DeviceMismatchError`. Raises
         :class:`TrainingDiverged` on a NaN/inf loss. On Ctrl-C every callback's
         ``on_interrupt(trainer)`` runs before the KeyboardInterrupt propagates.
         """
+        x, y = place_inputs(self.model, x, y)
+        x_val, y_val = place_inputs(self.model, x_val, y_val, ("x_val", "y_val"))
         model = self.model
         n, has_val = x.shape[0], x_val is not None and x_val.shape[0] > 0
         self.stop_reason = ""
