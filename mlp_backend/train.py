@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from . import functional as F
 from .backends import host_rng
-from .backends.graphs import check_mode, epoch_runner
+from .backends.graphs import check_mode, epoch_runner, runner_key
 from .model import MLP
 from .optim import Optimizer, make_schedule
 from .placement import place_inputs
@@ -84,9 +84,10 @@ class Trainer:
     ``patience`` set, training stops once the validation loss has not improved for that
     many epochs and the best weights are restored.
 
-    ``cuda_graphs`` (``auto``, ``on``, ``off``): on ``--device cuda`` each epoch's steps are
-    captured once per :meth:`fit` into a CUDA graph and replayed (see
-    :mod:`mlp_backend.backends.graphs`); ``auto`` runs eager where that cannot be done and
+    ``cuda_graphs`` (``auto``, ``on``, ``off``): on ``--device cuda`` an epoch's steps are
+    captured once into a CUDA graph and replayed every epoch, also across :meth:`fit` calls
+    while the data, shapes and configuration stay the same (:meth:`close` frees the graph;
+    see :mod:`mlp_backend.backends.graphs`); ``auto`` runs eager where that cannot be done and
     logs why once, ``on`` raises instead, ``off`` never captures. Elsewhere ``auto`` is
     silently eager. After :meth:`fit`, :attr:`graph_status` is one line: ``captured: ...``
     or ``eager: <reason>``.
@@ -112,6 +113,7 @@ class Trainer:
         self.best = None  # (val_loss, epoch, params) when early stopping
         self.stop_reason = ""
         self.cuda_graphs, self.graph_status = check_mode(cuda_graphs), ""
+        self._runner = self._runner_key = None  # the epoch runner kept between fits
 
     # ----- one epoch ------------------------------------------------------------------
     def _batches(self, n: int):
@@ -231,20 +233,41 @@ class Trainer:
         n, has_val = x.shape[0], x_val is not None and x_val.shape[0] > 0
         self.stop_reason = ""
         if self.epoch < epochs:
-            # the backend's epoch runner: replays a CUDA graph or runs train_epoch; freed below
-            scale = PIXEL_SCALE if model.xp.isdtype(x.dtype, "integral") else None
-            runner = epoch_runner(self, x, y, self.cuda_graphs, scale, self.log)
-            self.graph_status = runner.status
+            # the backend's epoch runner: replays a CUDA graph or runs train_epoch; kept for
+            # the next fit while runner_key holds (no re-capture), freed on an exception
+            runner = self._epoch_runner(x, y)
             try:
                 self._fit_epochs(runner, x, y, epochs, x_val, y_val, n, has_val)
+            except BaseException:
+                self.close()
+                raise
             finally:
                 self.graph_status = runner.status
-                runner.close()
         if self.best is not None and self.patience is not None:
             model.params = self.best[2]
             if self.stop_reason:
                 self.log(f"early stopping: {self.stop_reason}; restored the weights of epoch {self.best[1]}")
         return self.history
+
+    def _epoch_runner(self, x, y):
+        """This trainer's runner for (x, y): the one kept from the last fit where nothing it
+        was built for has changed (:func:`~mlp_backend.backends.graphs.runner_key`), else a
+        new one (the old one closed first: one graph per trainer at most)."""
+        key = runner_key(self, x, y, self.cuda_graphs)
+        if self._runner is None or self._runner_key != key:
+            self.close()
+            scale = PIXEL_SCALE if self.model.xp.isdtype(x.dtype, "integral") else None
+            self._runner = epoch_runner(self, x, y, self.cuda_graphs, scale, self.log)
+            self._runner_key = key
+        self.graph_status = self._runner.status
+        return self._runner
+
+    def close(self) -> None:
+        """Free the epoch runner kept between fits (on CUDA: its graph, buffers and cuBLAS
+        handle). Training again later simply builds a new one."""
+        runner, self._runner, self._runner_key = self._runner, None, None
+        if runner is not None:
+            runner.close()
 
     def _fit_epochs(self, runner, x, y, epochs, x_val, y_val, n, has_val):
         model, backend = self.model, self.model.backend

@@ -161,6 +161,41 @@ def test_a_static_step_allocates_nothing(optimizer, wd):
     assert steps < SMALLEST_TEMPORARY // 2, f"a static epoch's steps allocated {steps} bytes at peak"
 
 
+def test_the_runner_is_kept_between_fits_while_nothing_changes(static_runner):
+    """One runner from fit to fit (what keeps a CUDA graph from being re-captured), bitwise
+    the same training as one fit; a new one, the old closed, when the batch size or the
+    optimizer's hyper-parameters change; dropping the trainer frees it (no cycle)."""
+    import gc
+    import weakref
+    static_runner()
+    whole = _fit("cpu", "float32", "momentum", "cosine", epochs=4)
+    x, y = blobs(n=300)
+    model = mb.MLP([8, 16, 3], device="cpu", seed=0)
+    opt = make_optimizer("momentum", 0.05)
+    tr = Trainer(model, opt, batch_size=64, schedule=make_schedule(lr=0.05, epochs=4, **SCHEDULES["cosine"]),
+                 seed=1, progress="none", log=lambda *_: None)
+    runners = []
+    for e in range(4):
+        tr.fit(x, y, e + 1)
+        runners.append(tr_runner(tr))
+    assert all(r is runners[0] for r in runners)
+    _assert_bitwise(_state(model, opt, tr), _state(*whole))
+    opt.momentum = 0.5  # a hyper-parameter a graph would have frozen
+    tr.fit(x, y, 5)
+    assert tr_runner(tr) is not runners[0] and runners[0].x is None  # the old one closed
+    second = tr_runner(tr)
+    tr.batch_size = 32
+    tr.fit(x, y, 6)
+    assert tr_runner(tr) is not second and second.x is None
+    ref = weakref.ref(tr_runner(tr))
+    gc.disable()
+    try:
+        del tr, runners, second
+        assert ref() is None  # freed by reference counting alone: the runner holds its trainer weakly
+    finally:
+        gc.enable()
+
+
 def test_a_static_step_never_syncs(monkeypatch, static_runner):
     """No host-sync helper runs inside an epoch of the static runner; fit syncs once per epoch."""
     calls = []
@@ -352,15 +387,53 @@ def test_recapture_on_a_shape_change_and_graphs_are_freed(monkeypatch):
                      cuda_graphs="on")
         b = model.backend
         tr.fit(b.asarray(x), b.asarray(y), 2)
-        tr.fit(b.asarray(x[:200]), b.asarray(y[:200]), 4)  # new shapes: a new graph
+        xs, ys = b.asarray(x[:200]), b.asarray(y[:200])
+        tr.fit(xs, ys, 3)  # new shapes: a new graph
+        tr.fit(xs, ys, 4)  # the same arrays and configuration: the same graph, no re-capture
         tr.batch_size = 32
-        tr.fit(b.asarray(x[:200]), b.asarray(y[:200]), 5)  # new batch size: a new graph
+        tr.fit(xs, ys, 5)  # new batch size: a new graph
         return tr
     graph = run(True)
-    assert len(made) == 3 and all(r.graph is None and r.ops is None for r in made)  # freed at fit's end
+    assert len(made) == 3 and all(r.graph is None and r.ops is None for r in made[:2])  # freed when replaced
+    assert made[2].graph is not None and tr_runner(graph) is made[2]  # kept for the next fit
     assert graph.graph_status.startswith("captured: one CUDA graph per epoch: 7 steps per epoch (6 x 32 rows + 1 x 8")
+    graph.close()
+    assert made[2].graph is None and made[2].ops is None and tr_runner(graph) is None
+    made.clear()
     eager = run(False)
     _assert_bitwise(_state(graph.model, graph.optimizer, graph), _state(eager.model, eager.optimizer, eager))
+
+
+def tr_runner(tr):
+    return tr._runner
+
+
+@gpu
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fit_epoch_by_epoch_captures_once(monkeypatch, optimizer):
+    """fit(x, y, trainer.epoch + 1) called epoch after epoch (as the benchmark does) replays
+    one graph, captured once, and trains bitwise like one fit over all the epochs."""
+    pytest.importorskip("nvmath")
+    captures = []
+    real = GraphRunner._capture
+
+    def spy(self):
+        captures.append(self)
+        real(self)
+    monkeypatch.setattr(GraphRunner, "_capture", spy)
+    whole = _fit("cuda", "float32", optimizer, "cosine", epochs=4, cuda_graphs="on")
+    assert len(captures) == 1
+    x, y = blobs(n=300)
+    model = mb.MLP([8, 16, 3], device="cuda", seed=0)
+    opt = make_optimizer(optimizer, 0.05)
+    tr = Trainer(model, opt, batch_size=64, schedule=make_schedule(lr=0.05, epochs=4, **SCHEDULES["cosine"]),
+                 seed=1, progress="none", cuda_graphs="on", log=lambda *_: None)
+    b = model.backend
+    xd, yd = b.asarray(x), b.asarray(y)
+    for e in range(4):
+        tr.fit(xd, yd, e + 1)
+    assert len(captures) == 2
+    _assert_bitwise(_state(model, opt, tr), _state(*whole))
 
 
 @gpu

@@ -213,6 +213,12 @@ class CupyGraphOps(CupyOps):
             cublas.destroy(self.handle)
             raise
 
+    def __del__(self):  # a runner dropped without close() (its trainer garbage-collected)
+        try:
+            self.close()
+        except Exception:  # at interpreter exit the CUDA context may be gone already
+            pass
+
     def close(self) -> None:
         """Destroy the cuBLAS handle (cuBLAS waits for the device) and drop the workspace."""
         if self.handle:

@@ -17,15 +17,22 @@ as device scalars and does not know whether they came from a replayed graph.
   nvmath-python), warms up on every step shape (parameters and state restored after),
   captures the whole epoch into one CUDA graph on the first epoch and replays it.
 
-Re-capture rules: a runner lives for one ``fit``. Its graph fixes the shapes, the data
-arrays, the batch size, the optimizer's kind and hyper-parameters other than the learning
-rate, the dtype and the normaliser; ``fit`` builds a new runner (and a new graph) each
-call and frees the old one (graph, buffers, cuBLAS handle) when it returns. Within a fit
-nothing re-captures: schedules change only the device table, and parameters or optimizer
-state replaced between epochs (a checkpoint, early stopping's restore) are copied into the
-captured buffers before the next replay.
+Re-capture rules: a runner's graph fixes what :func:`runner_key` lists -- the data
+arrays, the shapes, the batch size, the optimizer object and its hyper-parameters other
+than the learning rate, the model's architecture, dtype and device, the normaliser and
+the mode. The trainer keeps its one runner from ``fit`` to ``fit`` while that key holds
+(so ``fit(x, y, trainer.epoch + 1)`` called epoch by epoch captures once) and builds a new
+one, freeing the old (graph, buffers, cuBLAS handle), when it changes; ``Trainer.close()``,
+an exception inside ``fit`` or dropping the trainer frees it too, so a trainer holds at
+most one graph. Nothing else re-captures: schedules change only the device table, and
+parameters or optimizer state replaced between epochs or fits (a checkpoint, early
+stopping's restore) are copied into the captured buffers before the next replay. A runner
+refers to its trainer weakly, so dropping the trainer frees the runner at once.
 """
 from __future__ import annotations
+
+import json
+import weakref
 
 import numpy as np
 
@@ -63,6 +70,20 @@ def graph_blocker(trainer, x, y) -> "str | None":
     return ops_blocker(model)
 
 
+def runner_key(trainer, x, y, mode: str) -> tuple:
+    """What a runner (and its graph) is built for: while this key is unchanged, the
+    trainer's runner is reused from one ``fit`` to the next; a change re-captures. The data
+    arrays count by identity (a runner keeps them alive, so an identity is never reused);
+    the optimizer by identity and by every hyper-parameter except the learning rate, which
+    the device table carries."""
+    model, opt = trainer.model, trainer.optimizer
+    hyper = {k: v for k, v in opt.config().items() if k != "lr"}
+    return (mode, id(x), tuple(x.shape), str(x.dtype), id(y), tuple(y.shape), str(y.dtype),
+            trainer.batch_size, trainer.normalizer, id(opt), json.dumps(hyper, sort_keys=True, default=str),
+            model.sizes, model.activations, model.output, model.loss_name, model.dtype_name,
+            model.backend.label)
+
+
 def epoch_runner(trainer, x, y, mode: str = "auto", scale=None, log=print):
     """The runner for ``trainer.fit(x, y, ...)``: a :class:`GraphRunner` where ``mode``
     allows and the fit can be captured, else an :class:`EagerRunner` whose ``status``
@@ -92,7 +113,7 @@ class EagerRunner:
     """Each epoch is ``trainer.train_epoch(x, y, bar)``: the eager path, unchanged."""
 
     def __init__(self, trainer, x, y, status: str):
-        self.trainer, self.x, self.y, self.status = trainer, x, y, status
+        self.trainer, self.x, self.y, self.status = weakref.proxy(trainer), x, y, status
 
     def run(self, bar=None):
         return self.trainer.train_epoch(self.x, self.y, bar)
@@ -105,7 +126,7 @@ class StaticRunner:
     """The graph-ready epoch (see the module docstring), run eagerly with ``ops``."""
 
     def __init__(self, trainer, x, y, scale, ops):
-        self.trainer, self.model, self.opt, self.ops = trainer, trainer.model, trainer.optimizer, ops
+        self.trainer, self.model, self.opt, self.ops = weakref.proxy(trainer), trainer.model, trainer.optimizer, ops
         self.x, self.y, self.scale = x, y, scale
         n = self.n = x.shape[0]
         bs = trainer.batch_size
