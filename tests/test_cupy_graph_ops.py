@@ -1,0 +1,348 @@
+"""CupyGraphOps (mlp_backend/backends/cupy_ops.py) without a GPU: its calls into cuBLAS and
+its kernel launches, checked against what the callees require.
+
+* The cuBLAS calls go to a stand-in ``nvmath.bindings.cublas`` that does what cuBLAS does
+  with the arguments: it reads the operands as column-major matrices at the raw pointers
+  with the given leading dimensions (and rejects the leading dimensions cuBLAS rejects), so
+  a wrong argument order, size or leading dimension gives a wrong product here, as it would
+  on the GPU (where it would read out of bounds instead of failing).
+* The row kernels' arguments are checked against the C signatures in ``_ROW_SRC``: CuPy
+  passes each argument by the bytes of its own type, so a Python int (8 bytes) given for an
+  ``int`` parameter, or a float64 scalar for a ``float`` one, would be read as garbage.
+* The ElementwiseKernel calls against their parameter lists, as CuPy matches them.
+"""
+import ctypes
+import gc
+import re
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from mlp_backend.backends import cupy_ops as co
+
+
+class Dev(np.ndarray):
+    """A NumPy array posing as a CuPy one: ``.data.ptr`` is its address."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+
+def dev(a):
+    return np.ascontiguousarray(a).view(Dev)
+
+
+def _matrix(ptr, dtype, rows, cols, ld):
+    """The column-major rows x cols matrix at ``ptr`` with leading dimension ``ld`` (a view)."""
+    item = np.dtype(dtype).itemsize
+    n = ld * (cols - 1) + rows
+    buf = (ctypes.c_char * (n * item)).from_address(ptr)
+    flat = np.frombuffer(buf, dtype, n)
+    return np.lib.stride_tricks.as_strided(flat, (rows, cols), (item, ld * item))
+
+
+class FakeCublas:
+    """The few cuBLAS entry points CupyGraphOps uses, with cuBLAS's semantics."""
+
+    class Operation:
+        N, T, C = 0, 1, 2
+
+    class PointerMode:
+        HOST, DEVICE = 0, 1
+
+    def __init__(self, fail=None):
+        self.calls, self.fail = [], fail
+
+    def _log(self, name, *args):
+        self.calls.append((name, *args))
+        if name == self.fail:
+            raise RuntimeError(f"simulated {name} failure")
+
+    def create(self):
+        self._log("create")
+        return 1234
+
+    def destroy(self, h):
+        self._log("destroy", h)
+
+    def set_stream(self, h, ptr):
+        self._log("set_stream", h, ptr)
+
+    def set_pointer_mode(self, h, mode):
+        self._log("set_pointer_mode", h, mode)
+
+    def set_workspace(self, h, ptr, nbytes):
+        self._log("set_workspace", h, ptr, nbytes)
+
+    def _gemm(self, dtype, h, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        self._log("gemm", dtype, transa, transb, m, n, k, lda, ldb, ldc)
+        for v in (transa, transb, m, n, k, lda, ldb, ldc):
+            assert type(v) is int, v  # nvmath's signature: int / intptr_t
+        # cuBLAS's own argument checks (CUBLAS_STATUS_INVALID_VALUE otherwise)
+        assert m >= 0 and n >= 0 and k >= 0
+        assert lda >= max(1, m if transa == 0 else k), ("lda", lda)
+        assert ldb >= max(1, k if transb == 0 else n), ("ldb", ldb)
+        assert ldc >= max(1, m), ("ldc", ldc)
+        a = _matrix(A, dtype, *((m, k) if transa == 0 else (k, m)), lda)
+        b = _matrix(B, dtype, *((k, n) if transb == 0 else (n, k)), ldb)
+        c = _matrix(C, dtype, m, n, ldc)
+        al = np.frombuffer((ctypes.c_char * np.dtype(dtype).itemsize).from_address(alpha), dtype)[0]
+        be = np.frombuffer((ctypes.c_char * np.dtype(dtype).itemsize).from_address(beta), dtype)[0]
+        opa = a if transa == 0 else a.T
+        opb = b if transb == 0 else b.T
+        res = al * (opa @ opb) + (be * c if be else 0)
+        c[...] = res  # as_strided views are writeable: writes go to the memory at C
+
+    def sgemm(self, *args):
+        self._gemm(np.float32, *args)
+
+    def dgemm(self, *args):
+        self._gemm(np.float64, *args)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """A CupyGraphOps on NumPy memory with the stand-in cuBLAS; returns (ops, cublas)."""
+    made = []
+
+    def build(fail=None, empty=None):
+        cublas = FakeCublas(fail)
+        pkg = types.ModuleType("nvmath")
+        bindings = types.ModuleType("nvmath.bindings")
+        bindings.cublas = cublas
+        pkg.bindings = bindings
+        monkeypatch.setitem(sys.modules, "nvmath", pkg)
+        monkeypatch.setitem(sys.modules, "nvmath.bindings", bindings)
+        mod = types.SimpleNamespace(
+            __name__="fakecupy", uint8=np.uint8,
+            empty=empty or (lambda shape, dtype: dev(np.zeros(shape, dtype))),
+            ones=lambda shape, dtype: dev(np.ones(shape, dtype)))
+        ops = co.CupyGraphOps(np, mod, types.SimpleNamespace(ptr=0xABC))
+        made.append(ops)
+        return ops, cublas
+    yield build
+    for ops in made:
+        ops.handle = 0  # nothing real to destroy
+
+
+# ----- cuBLAS: the handle ------------------------------------------------------------------------
+
+def test_handle_setup_order(fake):
+    """The workspace is set after the stream: cublasSetStream resets the handle's workspace
+    to cuBLAS's default pool (cuBLAS docs, cublasSetStream), which a graph must not use."""
+    ops, cb = fake()
+    names = [c[0] for c in cb.calls]
+    assert names == ["create", "set_stream", "set_pointer_mode", "set_workspace"], names
+    assert cb.calls[1][2] == 0xABC
+    assert cb.calls[3][2:] == (ops.workspace.data.ptr, ops.WORKSPACE_BYTES)
+    ops.close()
+    assert cb.calls[-1] == ("destroy", 1234) and ops.handle == 0
+    ops.close()
+    assert [c[0] for c in cb.calls].count("destroy") == 1
+
+
+@pytest.mark.parametrize("fail", ["set_stream", "set_workspace", "empty"])
+def test_a_failed_setup_destroys_the_handle_once(fake, fail):
+    """A setup step that raises destroys the new handle, and the half-made object's
+    __del__ (its close()) must not destroy it a second time (a double cublasDestroy)."""
+    def no_memory(shape, dtype):
+        raise MemoryError("simulated out of memory")
+    cublas_calls = []
+    with pytest.raises((RuntimeError, MemoryError), match="simulated"):
+        try:
+            fake(fail=fail if fail != "empty" else None, empty=no_memory if fail == "empty" else None)
+        finally:
+            cublas_calls.append(sys.modules["nvmath.bindings"].cublas.calls)
+    gc.collect()  # the half-made CupyGraphOps is garbage now: its __del__ has run
+    assert [c[0] for c in cublas_calls[0]].count("destroy") == 1, cublas_calls[0]
+
+
+# ----- cuBLAS: the GEMMs -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_is_the_row_major_product(fake, dtype, ta, tb):
+    ops, cb = fake()
+    rng = np.random.default_rng(0)
+    m, k, n = 5, 7, 3
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    out = dev(np.full((m, n), np.nan, dtype))
+    assert ops.gemm(dev(a), dev(b), out, ta=ta, tb=tb) is out
+    want = (a.T if ta else a) @ (b.T if tb else b)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    assert cb.calls[-1][1] == dtype and cb.calls[-1][0] == "gemm"
+
+
+def test_the_steps_gemms_on_views_of_flat_buffers(fake):
+    """What a training step does: weights and gradients as views into flat buffers (at an
+    offset), a batch that is a row slice of a bigger buffer, the bias gradient as a GEMM of
+    a ones row into a 1-D view, dW = aᵀδ and δWᵀ."""
+    ops, _ = fake()
+    rng = np.random.default_rng(1)
+    rows, n_in, n_out = 6, 4, 3
+    params = dev(rng.standard_normal(50).astype(np.float32))
+    grads = dev(np.zeros(50, np.float32))
+    w = params[7:7 + n_in * n_out].reshape(n_in, n_out)
+    gw = grads[7:7 + n_in * n_out].reshape(n_in, n_out)
+    gb = grads[30:30 + n_out]
+    big = dev(rng.standard_normal((10, n_in)).astype(np.float32))
+    x = big[2:2 + rows]  # a batch of rows: C-contiguous, at an offset
+    z = dev(np.zeros((rows, n_out), np.float32))
+    delta = dev(rng.standard_normal((rows, n_out)).astype(np.float32))
+    back = dev(np.zeros((rows, n_in), np.float32))
+    ops.gemm(x, w, z)
+    ops.matmul_tn(x, delta, gw)
+    ops.sum_rows(delta, gb)
+    ops.matmul_nt(delta, w, back)
+    x_, w_, d_ = (np.asarray(v) for v in (x, w, delta))
+    np.testing.assert_allclose(np.asarray(z), x_ @ w_, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(gw), x_.T @ d_, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(gb), d_.sum(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(back), d_ @ w_.T, rtol=1e-5)
+    rest = np.ones(50, bool)
+    rest[7:7 + n_in * n_out] = rest[30:30 + n_out] = False
+    assert not np.asarray(grads)[rest].any()  # nothing written outside the views
+
+
+def test_gemm_refuses_what_cublas_would_read_out_of_bounds(fake):
+    ops, cb = fake()
+    a, b = dev(np.ones((4, 3), np.float32)), dev(np.ones((5, 2), np.float32))
+    with pytest.raises(ValueError, match="inner sizes differ"):
+        ops.gemm(a, b, dev(np.zeros((4, 2), np.float32)))
+    with pytest.raises(ValueError, match="out has shape"):
+        ops.gemm(a, dev(np.ones((3, 2), np.float32)), dev(np.zeros((2, 4), np.float32)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.gemm(dev(np.ones((3, 4), np.float32)).T, dev(np.ones((3, 2), np.float32)),
+                 dev(np.zeros((4, 2), np.float32)))
+    with pytest.raises(TypeError, match="one dtype"):
+        ops.gemm(a, dev(np.ones((3, 2), np.float64)), dev(np.zeros((4, 2), np.float32)))
+    assert not [c for c in cb.calls if c[0] == "gemm"]
+
+
+# ----- the row kernels: arguments against the C signatures ---------------------------------------
+
+_C_SCALARS = {"long long": np.int64, "int": np.int32}
+
+
+def _signatures():
+    sigs = {}
+    for name, params in re.findall(r"__global__ void (\w+)\(([^)]*)\)", co._ROW_SRC):
+        sigs[name] = [" ".join(p.split()[:-1]) for p in params.split(",")]
+    return sigs
+
+
+class FakeModule:
+    def __init__(self, code):
+        self.code, self.launches = code, []
+
+    def get_function(self, name):
+        return lambda grid, block, args: self.launches.append((name, grid, block, args))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_kernels_get_the_c_types_of_their_parameters(fake, dtype):
+    ops, _ = fake()
+    modules = []
+    ops.m.RawModule = lambda code: modules.append(FakeModule(code)) or modules[-1]
+    t = np.dtype(dtype)
+    n, c = 300, 10  # more rows than one block of 128
+    arr = lambda *shape, dt=t: dev(np.zeros(shape, dt))  # noqa: E731
+    z, p, a, y, d = arr(n, c), arr(n, c), arr(n, c), arr(n, c), arr(n, c)
+    rows = (arr(n, 1), arr(n, 1))
+    ops.softmax(z, p, rows)
+    ops.argmax_rows(a, arr(n, dt=np.int64))
+    ops.output_delta("softmax", "mse", z, a, y, normalizer=None, out=d)
+    ops.output_delta("softmax", "mse", z, a, y, normalizer=7, out=d)
+    ops.loss_sum_("cross_entropy", z, rows[1], a, y, arr())
+    ops.loss_sum_("mse", z, None, a, y, arr())
+    assert len(modules) == 1  # one module per dtype, T its float type
+    assert modules[0].code.startswith(f"typedef {'float' if dtype == np.float32 else 'double'} T;\n")
+    launches = modules[0].launches
+    assert [name for name, *_ in launches] == ["mlpb_softmax_rows", "mlpb_argmax_rows", "mlpb_softmax_mse_delta",
+                                               "mlpb_softmax_mse_delta", "mlpb_loss_sum", "mlpb_loss_sum"]
+    sigs = _signatures()
+    for name, grid, block, args in launches:
+        assert all(type(v) is int for v in (*grid, *block)), (name, grid, block)
+        if name == "mlpb_loss_sum":
+            assert (grid, block) == ((1,), (256,))  # the kernel's shared array is 256 long
+        else:
+            assert grid[0] * block[0] >= n > (grid[0] - 1) * block[0], (name, grid, block)
+        params = sigs[name]
+        assert len(args) == len(params), (name, args)
+        for ctype, arg in zip(params, args):
+            base = ctype.replace("const", "").strip()
+            if base.endswith("*"):
+                want = t if base[:-1].strip() == "T" else np.dtype(_C_SCALARS[base[:-1].strip()])
+                assert isinstance(arg, np.ndarray) and arg.dtype == want, (name, ctype, arg)
+            else:
+                want = t.type if base == "T" else _C_SCALARS[base]
+                assert type(arg) is want, (name, ctype, type(arg))
+        if name == "mlpb_softmax_rows":
+            assert args[1] is p and args[2] is rows[1]
+
+
+# ----- the elementwise kernels: arguments against their parameter lists --------------------------
+
+class FakeEK:
+    """Checks a call as CuPy's ElementwiseKernel would match it to its parameters."""
+
+    def __init__(self, ins, outs, body, name):
+        self.ins = [p.split() for p in ins.split(",")]
+        self.outs = [p.split() for p in outs.split(",")]
+        self.name = name
+
+    def __call__(self, *args):
+        assert len(args) in (len(self.ins), len(self.ins) + len(self.outs)), (self.name, len(args))
+        bound = {}
+        for words, arg in zip(self.ins + self.outs, args):
+            ty, raw = words[-2], words[0] == "raw"
+            if isinstance(arg, np.ndarray):
+                dt = arg.dtype
+                if len(ty) == 1:  # a type placeholder: one dtype for all its arrays
+                    assert bound.setdefault(ty, dt) == dt, (self.name, words, dt)
+                else:
+                    assert dt == np.dtype(ty), (self.name, words, dt)
+            else:
+                assert not raw, (self.name, words)
+                if ty == "bool":
+                    assert type(arg) is bool, (self.name, words, arg)
+                elif len(ty) == 1:
+                    # scalars of a placeholder type: given in the arrays' dtype, never a
+                    # Python float (CuPy would make it a weak float64 and cast it)
+                    assert isinstance(arg, np.generic), (self.name, words, arg)
+                    bound.setdefault(ty + "_scalars", []).append(arg.dtype)
+                else:
+                    assert type(arg) is np.dtype(ty).type, (self.name, words, type(arg))
+        for ty in [k for k in bound if k.endswith("_scalars")]:
+            assert all(d == bound[ty[0]] for d in bound[ty]), (self.name, bound)
+        return args[len(self.ins)] if len(args) > len(self.ins) else None
+
+
+def test_elementwise_calls_match_their_parameters(fake):
+    ops, _ = fake()
+    ops.m.ElementwiseKernel = FakeEK
+    f = np.float32
+    arr = lambda *shape, dt=f: dev(np.zeros(shape, dt))  # noqa: E731
+    x8, idx = arr(20, 6, dt=np.uint8), arr(4, dt=np.int64)
+    ops.gather_cast_scale(x8, idx, f, 1 / 255, arr(4, 6, dt=np.uint8), arr(4, 6))
+    ops.gather_rows(arr(20, 3), idx, arr(4, 3))
+    ops.fill_(arr(), 0)
+    w, g, sc = arr(30), arr(30), arr(4)
+    ops.sgd_dev(w, g, sc, 0.01)
+    ops.momentum_dev(w, arr(30), g, sc, 0.9, 0.01, True)
+    ops.adam_dev(w, arr(30), arr(30), g, sc, 0.9, 0.999, 0.01, True)
+    a, wl, b, z = arr(4, 5), arr(5, 3), arr(3), arr(4, 3)
+    for act in co._ACT:
+        ops.linear_act(a, wl, b, act, z)
+        ops.activation(act, z)
+        grad = arr(4, 3)
+        ops.activation_backward(act, grad, z, grad)
+        ops.output_delta(act, "mse", z, z, arr(4, 3), normalizer=9, out=arr(4, 3))
+    ops.linear(a, wl, b, z)
+    ops.linear_relu(a, wl, b, z)
+    ops.relu_backward(arr(4, 3), z, arr(4, 3))
+    ops.sub_scaled(z, arr(4, 3), 0.25, arr(4, 3))
