@@ -529,7 +529,7 @@ def _nvrtc_compile(src: str, name: str) -> str:
 def test_cuda_sources_compile_with_nvrtc():
     """Every kernel of CupyOps/CupyGraphOps compiles for sm_90, float and double: the row
     kernels as they are, the ElementwiseKernel bodies inside a loop shaped like CuPy's
-    (parameters as locals, outputs as references, raw arrays indexable)."""
+    (inputs const, outputs as references, raw arrays indexable)."""
     pytest.importorskip("cuda.bindings.nvrtc", reason="needs NVIDIA's cuda-bindings and NVRTC")
     from mlp_backend.backends import cupy_ops as co
 
@@ -557,11 +557,11 @@ def test_cuda_sources_compile_with_nvrtc():
         for k in specs:
             head = (f"typedef {t} T; typedef {'unsigned char' if 'gather' in k.name else t} X; "
                     "typedef long long int64;\n"
-                    "template <typename V> struct Raw { V* p; __device__ V& operator[](long long i) const "
-                    "{ return p[i]; } };\n")
+                    "template <typename V> struct Raw { const V* p; __device__ const V& operator[](long long i) "
+                    "const { return p[i]; } };\n")
             args, body = [], []
-            for raw, ty, nm in params(k.i):
-                args.append(f"Raw<{ty}> {nm}" if raw else f"{ty} {nm}")
+            for raw, ty, nm in params(k.i):  # inputs are const in CuPy's kernels: a write to one fails
+                args.append(f"const Raw<{ty}> {nm}" if raw else f"const {ty} {nm}")
             for raw, ty, nm in params(k.o):
                 args.append(f"{ty}* _{nm}")
                 body.append(f"{ty}& {nm} = _{nm}[i];")
