@@ -2,6 +2,7 @@
 cuda_graphs option everywhere, and (``-m gpu``) the captured CUDA graph against eager runs."""
 import ast
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -530,7 +531,12 @@ def test_cuda_sources_compile_with_nvrtc():
     """Every kernel of CupyOps/CupyGraphOps compiles for sm_90, float and double: the row
     kernels as they are, the ElementwiseKernel bodies inside a loop shaped like CuPy's
     (inputs const, outputs as references, raw arrays indexable)."""
-    pytest.importorskip("cuda.bindings.nvrtc", reason="needs NVIDIA's cuda-bindings and NVRTC")
+    try:
+        import cuda.bindings.nvrtc  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("MLP_BACKEND_REQUIRE_NVRTC") == "1":  # CI installs it: a skip there is a failure
+            raise
+        pytest.skip(f"needs NVIDIA's cuda-bindings and NVRTC ({exc})")
     from mlp_backend.backends import cupy_ops as co
 
     class Spec:  # what ElementwiseKernel was given
