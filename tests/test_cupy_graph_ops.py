@@ -11,6 +11,8 @@ its kernel launches, checked against what the callees require.
   ``int`` parameter, or a float64 scalar for a ``float`` one, would be read as garbage.
 * The ElementwiseKernel calls against their parameter lists, as CuPy matches them, with
   every output given (CuPy allocates a missing one: an error inside a capture).
+* The kernels' maths: every kernel source compiled for the CPU with the host C++ compiler
+  and run on NumPy memory, so a step of CupyGraphOps is compared with the NumPy step.
 """
 import ctypes
 import gc
@@ -348,3 +350,260 @@ def test_elementwise_calls_match_their_parameters(fake):
     ops.linear_relu(a, wl, b, z)
     ops.relu_backward(arr(4, 3), z, arr(4, 3))
     ops.sub_scaled(z, arr(4, 3), 0.25, arr(4, 3))
+
+
+# ----- the kernels' maths, run on the CPU ---------------------------------------------------------
+# Every kernel source compiled with the host C++ compiler and run on NumPy memory: the
+# ElementwiseKernel bodies in a loop shaped like CuPy's (inputs const references, outputs
+# references, raw arrays indexable, T the float type), the row kernels (_ROW_SRC, as given
+# to RawModule) with CUDA's thread indices emulated (the loss sum's 256 threads as real
+# threads meeting at __syncthreads). A step of CupyGraphOps then gives the numbers of the
+# NumPy step (BufferOps) -- forward, loss sum, gradients, every optimizer, predictions.
+
+_EK_PRELUDE = r"""
+#include <cmath>
+using std::max; using std::exp; using std::log; using std::tanh; using std::fabs; using std::sqrt;
+template <typename V> struct Raw { const V* p; const V& operator[](long long i) const { return p[i]; } };
+"""
+_ROWS_PRELUDE = r"""
+#include <cmath>
+#include <barrier>
+#include <thread>
+#include <vector>
+using std::exp; using std::log;
+struct Dim { long long x; };
+static thread_local Dim threadIdx, blockIdx;
+static Dim blockDim;
+static std::barrier<>* _bar = nullptr;
+static void __syncthreads() { if (_bar) _bar->arrive_and_wait(); }
+#define __global__
+#define __shared__ static
+"""
+_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.uint8): "unsigned char",
+          np.dtype(np.int64): "long long", np.dtype(np.bool_): "bool"}
+_LIBS = {}
+
+
+def _cxx(src, name):
+    """``src`` compiled into a shared library (once per source in a session)."""
+    import hashlib
+    import shutil
+    import subprocess
+    import tempfile
+    lib = _LIBS.get(src)
+    if lib is not None:
+        return lib
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler (g++ or clang++) to run the kernel sources on the CPU")
+    d = _LIBS.setdefault("dir", tempfile.mkdtemp(prefix="mlpb-kernels-"))
+    if len(_LIBS) == 1:  # the first compile of this process: remove the folder at exit
+        import atexit
+        atexit.register(shutil.rmtree, d, True)
+    stem = f"{d}/{name}_{hashlib.sha1(src.encode()).hexdigest()[:10]}"
+    with open(stem + ".cpp", "w") as f:
+        f.write(src)
+    out = subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o", stem + ".so",
+                          stem + ".cpp"], capture_output=True, text=True)
+    if out.returncode and "barrier" in out.stderr and "#include <barrier>" in src:
+        pytest.skip(f"{cxx} has no C++20 <barrier> (needed to emulate __syncthreads)")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lib = _LIBS[src] = ctypes.CDLL(stem + ".so")
+    return lib
+
+
+def _words(text):
+    return [p.split() for p in text.split(",")]
+
+
+def _ek_function(spec, types, fid):
+    """C++ of one ElementwiseKernel as CuPy shapes it: inputs const references (raw ones
+    indexable), outputs references, the body in a loop over the flat index ``i``."""
+    cty = lambda ty: types[ty] if len(ty) == 1 else "bool" if ty == "bool" else _CTYPE[np.dtype(ty)]  # noqa: E731
+    ins, outs = _words(spec.i), _words(spec.o)
+    params = [f"const {cty(w[-2])}* _{w[-1]}" for w in ins] + [f"{cty(w[-2])}* _{w[-1]}" for w in outs]
+    raws = [f"const Raw<{cty(w[-2])}> {w[-1]}{{_{w[-1]}}};" for w in ins if w[0] == "raw"]
+    refs = [f"const {cty(w[-2])}& {w[-1]} = _{w[-1]}[i];" for w in ins if w[0] != "raw"]
+    refs += [f"{cty(w[-2])}& {w[-1]} = _{w[-1]}[i];" for w in outs]
+    tag = "__".join(f"{k}_{v.replace(' ', '_')}" for k, v in sorted(types.items()))
+    typedefs = " ".join(f"typedef {v} {k};" for k, v in types.items())
+    return (f'extern "C" void {fid}__{tag}({", ".join(params)}, long long n) {{\n  {typedefs}\n  '
+            f'{" ".join(raws)}\n  for (long long i = 0; i < n; ++i) {{\n    {" ".join(refs)}\n    {spec.body};\n  }}\n}}\n')
+
+
+class Spec:  # what ElementwiseKernel is given
+    def __init__(self, i, o, body, name):
+        self.i, self.o, self.body, self.name = i, o, body, name
+
+
+def _ek_library():
+    """Every ElementwiseKernel of CupyOps/CupyGraphOps for float32 and float64 (X: the
+    gathered rows' dtype, uint8 or the float type), in one library."""
+    ops = co.CupyGraphOps.__new__(co.CupyGraphOps)
+    ops._gk, ops._k, ops.m = {}, {}, types.SimpleNamespace(ElementwiseKernel=Spec)
+    names = ["bias_add", "gather", "gather_scale", "fill", "sgd", "momentum", "adam"]
+    names += [f"{k}:{a}" for a in co._ACT for k in ("act", "bias_act", "mse_delta")]
+    names += [f"act_bwd:{a}" for a in co._ACT if co._ACT[a][1]]
+    specs = [ops._g(n) for n in names]
+    specs += [co.CupyOps._kernel(ops, n) for n in ("bias_relu", "relu_bwd", "scale", "sub_scaled", "sgd",
+                                                    "momentum", "adam")]
+    src, ids = [_EK_PRELUDE], {}
+    for spec in specs:  # two kernels may share a name (CuPy keys its cache on the source)
+        fid = ids[(spec.name, spec.body)] = f"k{len(ids)}"
+        used = {w[-2] for w in _words(spec.i) + _words(spec.o)}
+        for t in ("float", "double"):
+            for x in ((t, "unsigned char") if "X" in used else (None,)):
+                tys = {**({"T": t} if "T" in used else {}), **({"X": x} if x else {})}
+                if "T" in used or x != "unsigned char" or t == "float":
+                    src.append(_ek_function(spec, tys, fid))
+    return _cxx("".join(src), "elementwise"), ids
+
+
+class CpuEK:
+    """ElementwiseKernel on the CPU: the compiled function for the call's dtypes, CuPy's
+    broadcasting of non-raw inputs to the output's shape."""
+
+    def __init__(self, ins, outs, body, name):
+        self.lib, ids = _ek_library()
+        self.fid = ids[(name, body)]  # the very kernel the library was built from
+        self.ins, self.outs, self.name = _words(ins), _words(outs), name
+
+    def __call__(self, *args):
+        assert len(args) == len(self.ins) + len(self.outs), self.name
+        outs = args[len(self.ins):]
+        shape = outs[0].shape
+        types = {}
+        for w, arg in zip(self.ins + self.outs, args):
+            if isinstance(arg, np.ndarray) and len(w[-2]) == 1:
+                types.setdefault(w[-2], _CTYPE[arg.dtype])
+        ptrs, keep = [], []
+        for w, arg in zip(self.ins + self.outs, args):
+            ty, raw = w[-2], w[0] == "raw"
+            dt = (np.dtype({v: k for k, v in _CTYPE.items()}[types[ty]]) if len(ty) == 1
+                  else np.dtype(bool) if ty == "bool" else np.dtype(ty))
+            if raw or any(arg is o for o in outs):
+                assert arg.flags.c_contiguous and arg.dtype == dt, (self.name, w)
+                a = arg
+            else:  # CuPy broadcasts non-raw inputs to the output's shape
+                a = np.ascontiguousarray(np.broadcast_to(np.asarray(arg, dtype=dt), shape))
+            keep.append(a)
+            ptrs.append(ctypes.c_void_p(a.ctypes.data))
+        tag = "__".join(f"{k}_{v.replace(' ', '_')}" for k, v in sorted(types.items()))
+        fn = getattr(self.lib, f"{self.fid}__{tag}")
+        fn.restype = None
+        fn(*ptrs, ctypes.c_longlong(int(np.prod(shape))))
+        return outs[0]
+
+
+class CpuRawModule:
+    """RawModule(code=...): the code as given, compiled for the CPU; a launch runs CUDA's
+    grid x block threads in turn, or as real threads where the kernel synchronises."""
+
+    def __init__(self, code):
+        self.code, wrappers = code, []
+        for name, params in _signatures().items():
+            decl = ", ".join(f"{t} a{i}" for i, t in enumerate(params))
+            call = ", ".join(f"a{i}" for i in range(len(params)))
+            wrappers.append(f"""
+extern "C" void launch_{name}({decl}, long long grid, long long block, int threads) {{
+  blockDim.x = block;
+  if (!threads) {{
+    for (long long b = 0; b < grid; ++b) for (long long t = 0; t < block; ++t) {{
+      blockIdx.x = b; threadIdx.x = t; {name}({call}); }}
+    return;
+  }}
+  std::barrier<> bar(block); _bar = &bar;
+  std::vector<std::thread> ts;
+  for (long long t = 0; t < block; ++t) ts.emplace_back([=] {{ blockIdx.x = 0; threadIdx.x = t; {name}({call}); }});
+  for (auto& th : ts) th.join();
+  _bar = nullptr;
+}}""")
+        self.lib = _cxx(_ROWS_PRELUDE + code + "\n".join(wrappers), "rows")
+
+    def get_function(self, name):
+        fn = getattr(self.lib, f"launch_{name}")
+        fn.restype = None
+        params = _signatures()[name]
+        body = self.code.split(f"void {name}(")[1].split("__global__")[0]
+
+        def launch(grid, block, args):
+            assert len(grid) == len(block) == 1
+            cargs = []
+            for ctype, a in zip(params, args):
+                if "*" in ctype:
+                    assert a.flags.c_contiguous
+                    cargs.append(ctypes.c_void_p(a.ctypes.data))
+                else:
+                    cargs.append(np.ctypeslib.as_ctypes_type(np.asarray(a).dtype)(a))
+            fn(*cargs, ctypes.c_longlong(grid[0]), ctypes.c_longlong(block[0]), ctypes.c_int("__syncthreads" in body))
+        return launch
+
+
+def _as_dev(ws):
+    """A Workspace whose arrays are Dev views (the same memory)."""
+    from mlp_backend.backends import FlatDict
+    for key, v in list(vars(ws).items()):
+        if isinstance(v, np.ndarray):
+            setattr(ws, key, v.view(Dev))
+        elif isinstance(v, tuple):
+            setattr(ws, key, tuple(a.view(Dev) for a in v))
+        elif isinstance(v, FlatDict):
+            setattr(ws, key, FlatDict({k: a.view(Dev) for k, a in v.items()}, v.flat.view(Dev), v.layout))
+        elif isinstance(v, dict):
+            setattr(ws, key, {k: a.view(Dev) for k, a in v.items()})
+    ws.gw = {i: ws.grads[f"w{i}"] for i in ws.gw}
+    ws.gb = {i: ws.grads[f"b{i}"] for i in ws.gb}
+    ws._grad_views, ws._grad_flat = dict(ws.grads), ws.grads.flat
+    return ws
+
+
+@pytest.mark.parametrize("activations,output,loss", [
+    (("relu", "tanh"), "softmax", "cross_entropy"), (("sigmoid", "leaky_relu"), "softmax", "mse"),
+    (("identity", "tanh"), "sigmoid", "mse"), (("leaky_relu", "relu"), "identity", "mse")])
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adamw", "adam"])
+def test_graph_step_kernels_compute_the_numpy_step(fake, activations, output, loss, optimizer):
+    import mlp_backend as mb
+    from mlp_backend.backends import FlatDict
+    from mlp_backend.optim import make_optimizer
+    ops, _ = fake()
+    ops.m.ElementwiseKernel, ops.m.RawModule = CpuEK, CpuRawModule
+    rng = np.random.default_rng(3)
+    m, sizes = 37, (6, 9, 7, 4)
+    x8 = rng.integers(0, 256, (50, sizes[0]), dtype=np.uint8)
+    labels = rng.integers(0, sizes[-1], 50)
+    onehot = np.eye(sizes[-1])[labels]
+    idx = rng.permutation(50)[:m].astype(np.int64)
+    results = []
+    for graph in (False, True):
+        model = mb.MLP(list(sizes), list(activations), output=output, loss=loss, device="cpu", dtype="float64", seed=0)
+        opt = make_optimizer(optimizer, 0.05, 0.01)
+        k = model.ops if not graph else ops
+        p = model.params
+        if graph:  # the step's operands as 'device' arrays
+            p = model.params = FlatDict({key: v.view(Dev) for key, v in p.items()}, p.flat.view(Dev), p.layout)
+        ws = model.workspace(m)
+        ws = _as_dev(ws) if graph else ws
+        for kind in opt.buffer_names:
+            opt._flat_state(kind, p, k)
+        opt._scratch("__flat__", p.flat, k)
+        xf = dev(np.zeros((m, sizes[0])))
+        tb = dev(np.zeros((m, sizes[-1])))
+        acc, preds = np.zeros(()), np.zeros(m, np.int64)
+        for t in range(1, 4):
+            k.gather_cast_scale(x8, idx, np.float64, 1 / 255, np.zeros((m, sizes[0]), np.uint8), xf)
+            k.gather_rows(onehot, idx, tb)
+            cache = model.forward(xf, ws, k)
+            model.loss_sum_(cache, tb, acc, ws, k)
+            grads = model.backward(cache, tb, None, ws, k)
+            opt.step_device(p, grads, k, np.asarray(opt.step_scalars(t), np.float64))
+            k.argmax_rows(cache.output, preds)
+        results.append((np.array(p.flat), acc.copy(), preds.copy(), np.array(xf), np.array(tb),
+                        {kind: np.array(opt.state[kind].flat) for kind in opt.buffer_names}))
+    (pn, an, qn, xn, tn, sn), (pg, ag, qg, xg, tg, sg) = results
+    np.testing.assert_array_equal(xg, xn)  # the gathered, scaled rows
+    np.testing.assert_array_equal(tg, tn)
+    np.testing.assert_allclose(pg, pn, rtol=1e-11, atol=1e-13)
+    for kind in sn:
+        np.testing.assert_allclose(sg[kind], sn[kind], rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(ag, an, rtol=1e-11)
+    np.testing.assert_array_equal(qg, qn)
