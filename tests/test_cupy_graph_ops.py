@@ -396,9 +396,10 @@ def _cxx(src, name):
     cxx = shutil.which("g++") or shutil.which("clang++")
     if cxx is None:
         pytest.skip("no C++ compiler (g++ or clang++) to run the kernel sources on the CPU")
-    d = _LIBS.setdefault("dir", tempfile.mkdtemp(prefix="mlpb-kernels-"))
-    if len(_LIBS) == 1:  # the first compile of this process: remove the folder at exit
+    d = _LIBS.get("dir")
+    if d is None:  # the first compile of this process: one folder, removed at exit
         import atexit
+        d = _LIBS["dir"] = tempfile.mkdtemp(prefix="mlpb-kernels-")
         atexit.register(shutil.rmtree, d, True)
     stem = f"{d}/{name}_{hashlib.sha1(src.encode()).hexdigest()[:10]}"
     with open(stem + ".cpp", "w") as f:
