@@ -608,3 +608,56 @@ def test_graph_step_kernels_compute_the_numpy_step(fake, activations, output, lo
         np.testing.assert_allclose(sg[kind], sn[kind], rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(ag, an, rtol=1e-11)
     np.testing.assert_array_equal(qg, qn)
+
+
+class DevH2D(np.ndarray):
+    """A NumPy array whose ``.data`` copies from host memory as CuPy's MemoryPointer does."""
+
+    @property
+    def data(self):
+        def copy_from_host_async(src, nbytes, stream):
+            assert stream is not None and nbytes == self.nbytes
+            ctypes.memmove(self.ctypes.data, src, nbytes)
+        return types.SimpleNamespace(ptr=self.ctypes.data, copy_from_host_async=copy_from_host_async)
+
+
+@pytest.mark.parametrize("optimizer,batch_size", [("adamw", 64), ("nesterov", 64), ("sgd", None)])
+def test_static_runner_epochs_on_graph_ops(fake, monkeypatch, optimizer, batch_size):
+    """Trainer.fit through the graph-ready StaticRunner with CupyGraphOps (its kernels run
+    on the CPU as above, its cuBLAS calls on the stand-in, its pinned staging copies and
+    events faked): the epochs of the NumPy path, with a partial last batch, a fresh shuffle
+    per epoch, the schedule's learning rates from the device table, the loss and accuracy."""
+    import mlp_backend as mb
+    from mlp_backend import train as train_mod
+    from mlp_backend.backends.graphs import StaticRunner
+    from mlp_backend.optim import make_optimizer, make_schedule
+    from conftest import blobs
+
+    ops, _ = fake()
+    ops.m.ElementwiseKernel, ops.m.RawModule = CpuEK, CpuRawModule
+    ops.m.cuda = types.SimpleNamespace(alloc_pinned_memory=lambda n: bytearray(n))
+    ops.m.take, ops.m.copyto = np.take, np.copyto  # CuPy's, used outside the steps
+    ops.stream.record = lambda: types.SimpleNamespace(synchronize=lambda: None)
+    real_gemm, real_copy_in = co.CupyGraphOps.gemm, co.CupyGraphOps.copy_in
+    monkeypatch.setattr(co.CupyGraphOps, "gemm", lambda self, a, b, out, ta=False, tb=False: (
+        real_gemm(self, a.view(Dev), b.view(Dev), out.view(Dev), ta, tb), out)[1])
+    monkeypatch.setattr(co.CupyGraphOps, "copy_in", lambda self, dst, host: real_copy_in(self, dst.view(DevH2D), host))
+
+    def fit(graph_ops):
+        if graph_ops:
+            monkeypatch.setattr(train_mod, "epoch_runner",
+                                lambda tr, x, y, mode, scale, log: StaticRunner(tr, x, y, scale, ops))
+        x, y = blobs(n=300, n_features=8, n_classes=3)
+        model = mb.MLP([8, 16, 12, 3], ["relu", "tanh"], device="cpu", seed=0, dtype="float64")
+        opt = make_optimizer(optimizer, 0.05, 0.01)
+        tr = Trainer(model, opt, batch_size=batch_size, schedule=make_schedule("cosine", 0.05, 3, warmup=1),
+                     seed=1, progress="none", log=lambda *_: None)
+        tr.fit(x, y, 3)
+        return model.host_params(), tr.history
+    from mlp_backend.train import Trainer
+    want_p, want_h = fit(False)
+    got_p, got_h = fit(True)
+    for k in want_p:
+        np.testing.assert_allclose(got_p[k], want_p[k], rtol=1e-10, atol=1e-12, err_msg=k)
+    assert got_h["train_accuracy"] == want_h["train_accuracy"]
+    np.testing.assert_allclose(got_h["train_loss"], want_h["train_loss"], rtol=1e-10)
