@@ -437,19 +437,24 @@ class Spec:  # what ElementwiseKernel is given
         self.i, self.o, self.body, self.name = i, o, body, name
 
 
-def _ek_library():
-    """Every ElementwiseKernel of CupyOps/CupyGraphOps for float32 and float64 (X: the
-    gathered rows' dtype, uint8 or the float type), in one library."""
+def all_kernel_specs():
+    """Every ElementwiseKernel of CupyOps and CupyGraphOps, as :class:`Spec` (what
+    ElementwiseKernel is given); the NVRTC test of test_graphs.py compiles these too."""
     ops = co.CupyGraphOps.__new__(co.CupyGraphOps)
     ops._gk, ops._k, ops.m = {}, {}, types.SimpleNamespace(ElementwiseKernel=Spec)
     names = ["bias_add", "gather", "gather_scale", "fill", "sgd", "momentum", "adam"]
     names += [f"{k}:{a}" for a in co._ACT for k in ("act", "bias_act", "mse_delta")]
     names += [f"act_bwd:{a}" for a in co._ACT if co._ACT[a][1]]
     specs = [ops._g(n) for n in names]
-    specs += [co.CupyOps._kernel(ops, n) for n in ("bias_relu", "relu_bwd", "scale", "sub_scaled", "sgd",
-                                                    "momentum", "adam")]
+    return specs + [co.CupyOps._kernel(ops, n) for n in ("bias_relu", "relu_bwd", "scale", "sub_scaled", "sgd",
+                                                          "momentum", "adam")]
+
+
+def _ek_library():
+    """Every ElementwiseKernel of CupyOps/CupyGraphOps for float32 and float64 (X: the
+    gathered rows' dtype, uint8 or the float type), in one library."""
     src, ids = [_EK_PRELUDE], {}
-    for spec in specs:  # two kernels may share a name (CuPy keys its cache on the source)
+    for spec in all_kernel_specs():  # two kernels may share a name (CuPy keys its cache on the source)
         fid = ids[(spec.name, spec.body)] = f"k{len(ids)}"
         used = {w[-2] for w in _words(spec.i) + _words(spec.o)}
         for t in ("float", "double"):

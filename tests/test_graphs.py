@@ -538,18 +538,8 @@ def test_cuda_sources_compile_with_nvrtc():
             raise
         pytest.skip(f"needs NVIDIA's cuda-bindings and NVRTC ({exc})")
     from mlp_backend.backends import cupy_ops as co
-
-    class Spec:  # what ElementwiseKernel was given
-        def __init__(self, i, o, body, name):
-            self.i, self.o, self.body, self.name = i, o, body, name
-    ops = co.CupyGraphOps.__new__(co.CupyGraphOps)
-    ops._gk, ops._k, ops.m = {}, {}, type("M", (), {"ElementwiseKernel": Spec})
-    names = ["bias_add", "gather", "gather_scale", "fill", "sgd", "momentum", "adam"]
-    names += [f"{k}:{a}" for a in co._ACT for k in ("act", "bias_act", "mse_delta")]
-    names += [f"act_bwd:{a}" for a in co._ACT if co._ACT[a][1]]
-    specs = [ops._g(n) for n in names]
-    specs += [co.CupyOps._kernel(ops, n) for n in ("bias_relu", "relu_bwd", "scale", "sub_scaled", "sgd",
-                                                    "momentum", "adam")]
+    from test_cupy_graph_ops import all_kernel_specs
+    specs = all_kernel_specs()
 
     def params(text):
         for part in filter(None, (p.strip() for p in text.split(","))):
