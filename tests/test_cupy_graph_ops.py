@@ -13,6 +13,7 @@ its kernel launches, checked against what the callees require.
   every output given (CuPy allocates a missing one: an error inside a capture).
 * The kernels' maths: every kernel source compiled for the CPU with the host C++ compiler
   and run on NumPy memory, so a step of CupyGraphOps is compared with the NumPy step.
+* GraphRunner._capture keeps the garbage collector off while the stream captures.
 """
 import ctypes
 import gc
@@ -666,3 +667,43 @@ def test_static_runner_epochs_on_graph_ops(fake, monkeypatch, optimizer, batch_s
         np.testing.assert_allclose(got_p[k], want_p[k], rtol=1e-10, atol=1e-12, err_msg=k)
     assert got_h["train_accuracy"] == want_h["train_accuracy"]
     np.testing.assert_allclose(got_h["train_loss"], want_h["train_loss"], rtol=1e-10)
+
+
+def test_no_garbage_collection_during_a_capture():
+    """A collection inside the capture could finalize an unreachable runner, whose
+    cublasDestroy synchronises the device: invalid during a capture. The capture runs with
+    the collector off and restores it afterwards, also when the capture fails."""
+    import contextlib
+    import gc
+    from mlp_backend.backends.graphs import GraphRunner
+    seen = []
+
+    class Stream:
+        def begin_capture(self):
+            seen.append(("begin", gc.isenabled()))
+
+        def end_capture(self):
+            seen.append(("end", gc.isenabled()))
+            return "graph"
+    runner = GraphRunner.__new__(GraphRunner)
+    runner.stream = Stream()
+    runner.cp = types.SimpleNamespace(cuda=types.SimpleNamespace(using_allocator=lambda f: contextlib.nullcontext()))
+    runner._steps = lambda: seen.append(("steps", gc.isenabled()))
+    assert gc.isenabled()
+    runner._capture()
+    assert seen == [("begin", False), ("steps", False), ("end", False)] and runner.graph == "graph"
+    assert gc.isenabled()
+
+    def broken():
+        raise RuntimeError("simulated")
+    runner._steps = broken
+    with pytest.raises(RuntimeError, match="simulated"):
+        runner._capture()
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller's disabled collector stays disabled
+        runner._steps = lambda: None
+        runner._capture()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
