@@ -530,7 +530,7 @@ def _nvrtc_compile(src: str, name: str) -> str:
 def test_cuda_sources_compile_with_nvrtc():
     """Every kernel of CupyOps/CupyGraphOps compiles for sm_90, float and double: the row
     kernels as they are, the ElementwiseKernel bodies inside a loop shaped like CuPy's
-    (parameters as locals, outputs as references, raw arrays indexable)."""
+    (inputs const, outputs as references, raw arrays indexable)."""
     try:
         import cuda.bindings.nvrtc  # noqa: F401
     except ImportError as exc:
@@ -538,18 +538,8 @@ def test_cuda_sources_compile_with_nvrtc():
             raise
         pytest.skip(f"needs NVIDIA's cuda-bindings and NVRTC ({exc})")
     from mlp_backend.backends import cupy_ops as co
-
-    class Spec:  # what ElementwiseKernel was given
-        def __init__(self, i, o, body, name):
-            self.i, self.o, self.body, self.name = i, o, body, name
-    ops = co.CupyGraphOps.__new__(co.CupyGraphOps)
-    ops._gk, ops._k, ops.m = {}, {}, type("M", (), {"ElementwiseKernel": Spec})
-    names = ["bias_add", "gather", "gather_scale", "fill", "sgd", "momentum", "adam"]
-    names += [f"{k}:{a}" for a in co._ACT for k in ("act", "bias_act", "mse_delta")]
-    names += [f"act_bwd:{a}" for a in co._ACT if co._ACT[a][1]]
-    specs = [ops._g(n) for n in names]
-    specs += [co.CupyOps._kernel(ops, n) for n in ("bias_relu", "relu_bwd", "scale", "sub_scaled", "sgd",
-                                                    "momentum", "adam")]
+    from test_cupy_graph_ops import all_kernel_specs
+    specs = all_kernel_specs()
 
     def params(text):
         for part in filter(None, (p.strip() for p in text.split(","))):
@@ -563,11 +553,11 @@ def test_cuda_sources_compile_with_nvrtc():
         for k in specs:
             head = (f"typedef {t} T; typedef {'unsigned char' if 'gather' in k.name else t} X; "
                     "typedef long long int64;\n"
-                    "template <typename V> struct Raw { V* p; __device__ V& operator[](long long i) const "
-                    "{ return p[i]; } };\n")
+                    "template <typename V> struct Raw { const V* p; __device__ const V& operator[](long long i) "
+                    "const { return p[i]; } };\n")
             args, body = [], []
-            for raw, ty, nm in params(k.i):
-                args.append(f"Raw<{ty}> {nm}" if raw else f"{ty} {nm}")
+            for raw, ty, nm in params(k.i):  # inputs are const in CuPy's kernels: a write to one fails
+                args.append(f"const Raw<{ty}> {nm}" if raw else f"const {ty} {nm}")
             for raw, ty, nm in params(k.o):
                 args.append(f"{ty}* _{nm}")
                 body.append(f"{ty}& {nm} = _{nm}[i];")

@@ -211,6 +211,7 @@ class CupyGraphOps(CupyOps):
             cublas.set_workspace(self.handle, self.workspace.data.ptr, self.workspace.nbytes)
         except BaseException:
             cublas.destroy(self.handle)
+            self.handle = 0  # destroyed: close() (and __del__) must not destroy it again
             raise
 
     def __del__(self):  # a runner dropped without close() (its trainer garbage-collected)
@@ -237,11 +238,16 @@ class CupyGraphOps(CupyOps):
             raise TypeError(f"gemm needs float32 or float64 operands of one dtype, got {a.dtype}, {b.dtype}, {out.dtype}")
         if not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
             raise ValueError("gemm needs C-contiguous operands")
+        if a.ndim != 2 or b.ndim != 2:
+            raise ValueError(f"gemm needs 2-D operands, got shapes {a.shape} and {b.shape}")
         m = a.shape[1] if ta else a.shape[0]
         k = a.shape[0] if ta else a.shape[1]
         n = b.shape[0] if tb else b.shape[1]
-        if out.size != m * n:
-            raise ValueError(f"gemm: out has {out.size} elements, the product {m}x{n}")
+        # cuBLAS reads whatever the sizes say: a mismatch would read out of bounds, not raise
+        if (b.shape[1] if tb else b.shape[0]) != k:
+            raise ValueError(f"gemm: inner sizes differ, op(a) is {m}x{k}, op(b) {b.shape[::-1] if tb else b.shape}")
+        if out.shape != (m, n) and not (m == 1 and out.shape == (n,)):
+            raise ValueError(f"gemm: out has shape {out.shape}, the product {m}x{n}")
         one, zero = self._ab[name]
         opn, opt = self._ops
         fn = self.cublas.sgemm if name == "float32" else self.cublas.dgemm

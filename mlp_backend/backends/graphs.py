@@ -31,6 +31,7 @@ refers to its trainer weakly, so dropping the trainer frees the runner at once.
 """
 from __future__ import annotations
 
+import gc
 import json
 import weakref
 
@@ -328,17 +329,26 @@ class GraphRunner(StaticRunner):
 
     def _capture(self):
         s, cp = self.stream, self.cp
-        with cp.cuda.using_allocator(_refuse_allocation):
-            s.begin_capture()
-            try:
-                self._steps()
-            except BaseException:
-                try:  # end the capture whatever happened, and report the first error
-                    s.end_capture()
-                except Exception:
-                    pass
-                raise
-            self.graph = s.end_capture()
+        # No garbage collection while capturing: an unreachable runner collected there
+        # would destroy its cuBLAS handle, and cublasDestroy synchronises the device, which
+        # is invalid while a stream captures (it would invalidate this capture).
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            with cp.cuda.using_allocator(_refuse_allocation):
+                s.begin_capture()
+                try:
+                    self._steps()
+                except BaseException:
+                    try:  # end the capture whatever happened, and report the first error
+                        s.end_capture()
+                    except Exception:
+                        pass
+                    raise
+                self.graph = s.end_capture()
+        finally:
+            if was_enabled:
+                gc.enable()
 
     def _try_capture(self):
         try:
