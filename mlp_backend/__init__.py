@@ -9,7 +9,7 @@ the process.
 """
 from importlib import import_module
 
-from .backend import Backend, BackendError, get_backend, use, to_numpy, cuda_available
+from .backends import Backend, BackendError, get_backend, use, to_numpy, cuda_available
 from .model import MLP
 from .optim import make_optimizer, make_schedule, OPTIMIZERS
 from .init import initialize, INITIALIZERS

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np  # host side only: checkpoints are host arrays
 
-from .backend import get_backend
+from .backends import get_backend
 from .data.formats import atomic_write_bytes, write_json_atomic
 from .model import MLP
 from .optim import Optimizer, make_optimizer
@@ -157,6 +157,12 @@ def _open(path) -> tuple[dict, dict]:
     if not p.is_file():
         hint = " (did you mean the .npz next to it?)" if p.suffix == ".json" else ""
         raise CheckpointError(f"{p}: no such checkpoint file{hint}")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # np.load would take any other bytes for a pickle
+        raise CheckpointError(f"{p}: not a readable .npz checkpoint (it is not a zip archive: "
+                              f"{'empty file' if not head else 'starts with ' + repr(head)}); "
+                              "give the model.npz that `mlp-backend train` or save_checkpoint wrote")
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -2,8 +2,8 @@
 
 Exit codes: 0 success; 1 an error (bad data, unusable device, bad option value, unreadable
 checkpoint; one ``error: ...`` line on stderr); 2 usage errors (unknown option, missing
-argument); 3 training diverged (NaN/inf loss); 130 interrupted by Ctrl-C (training saves
-``DIR/interrupted.npz`` first and prints how to resume).
+argument); 3 training diverged (NaN/inf loss); 130 interrupted by Ctrl-C, 143 by SIGTERM
+(training saves ``DIR/interrupted.npz`` first and prints how to resume).
 
 Other modules add subcommands: if ``mlp_backend.reproduce`` or ``mlp_backend.bench`` is
 importable and defines ``register(subparsers)``, it is called with the ``argparse``
@@ -14,15 +14,18 @@ one-line error treatment as the built-in commands.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .presets import PRESETS
 
-EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 PLUGINS = ("mlp_backend.reproduce", "mlp_backend.bench", "mlp_backend.onnx_export", "mlp_backend.serve")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -61,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         if hasattr(mod, "register"):
             mod.register(sub)
-    return p
+    from .cli_names import accept_both_spellings
+    return accept_both_spellings(p)  # --loss cross-entropy or cross_entropy, --init paper_he ...
 
 
 def _add_train(sub):
@@ -79,7 +83,8 @@ def _add_train(sub):
                "  mlp-backend train --preset paper-he --epochs 50    # the paper's experiment\n"
                "  mlp-backend train --resume runs/x/interrupted.npz --out runs/x\n"
                f"\npresets: {', '.join(PRESETS)}\n"
-               "exit codes: 0 ok, 1 error, 2 usage, 3 diverged (NaN/inf loss), 130 Ctrl-C "
+               "exit codes: 0 ok, 1 error (also: --out DIR already holds a run; use --overwrite or "
+               "--resume), 2 usage, 3 diverged (NaN/inf loss), 130 Ctrl-C, 143 SIGTERM "
                "(DIR/interrupted.npz saved)")
     S = argparse.SUPPRESS  # unset options stay unset, so the preset's value applies
     g = t.add_argument_group("data")
@@ -125,7 +130,12 @@ def _add_train(sub):
     g.add_argument("--preset", default=None, choices=list(PRESETS), help="start from a named configuration")
     g.add_argument("--seed", type=int, default=S, help="seed for the split, the weights and shuffling (default: 0)")
     g.add_argument("--device", default=None, help=DEVICE_HELP)
+    g.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default=S,
+                   help="on --device cuda, replay each epoch as one captured CUDA graph: auto (where it "
+                        "can, else eager with a one-line reason), on (or fail), off (default: auto)")
     g.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<dataset>-<time>)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out DIR (otherwise refused, unless --resume continues it)")
     g.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue from DIR/interrupted.npz or DIR/model.npz: same config, up to --epochs in total")
     g.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
@@ -200,10 +210,10 @@ def _err(msg):
 
 
 def cmd_train(args) -> int:
-    from .run import load_run_config, resolve_config, train_run
+    from .run import check_out_dir, load_run_config, resolve_config, train_run, unused_dir
     names = ("dataset", "val_fraction", "split", "hidden", "activation", "output", "loss", "init", "dtype",
              "optimizer", "lr", "schedule", "batch_size", "epochs", "weight_decay", "momentum", "patience",
-             "grad_divisor", "loss_report", "seed")
+             "grad_divisor", "loss_report", "seed", "cuda_graphs")
     given = {k: getattr(args, k) for k in names if hasattr(args, k)}
     if args.resume:
         if args.preset:
@@ -213,7 +223,8 @@ def cmd_train(args) -> int:
     else:
         cfg = resolve_config(args.preset, **given)
         stem = Path(cfg["dataset"]).stem if cfg["dataset"] not in ("mnist", "fashion-mnist") else cfg["dataset"]
-        out = Path(args.out) if args.out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = Path(args.out) if args.out else unused_dir(Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_out_dir(out, resume=args.resume, overwrite=args.overwrite)  # never replace a run silently
     from . import distributed  # data-parallel ranks: --ranks N spawns mpiexec; under mpiexec each rank joins
     ranks = distributed.check_ranks(args.ranks, cfg["batch_size"])
     if ranks > 1 and distributed.launched_size() == 1:
@@ -313,7 +324,7 @@ def load_image(path, invert: "bool | None" = None):
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
-            im = im.convert("L").resize((28, 28), Image.LANCZOS)
+            im = im.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
             a = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: cannot read as an image ({exc})") from None
@@ -324,33 +335,60 @@ def load_image(path, invert: "bool | None" = None):
 
 
 def load_csv_rows(path, n_features: int = 784):
-    """Rows of a CSV file: (x, labels or None). ``n_features + 1`` columns: label first."""
+    """Rows of a CSV file: (x, labels or None). ``n_features + 1`` columns: label first.
+
+    Pixels are integers 0..255 (returned as uint8) or floats in [0, 1] (returned as is).
+    Values are read as float64 -- wide enough that nothing wraps, whatever dtype pandas
+    would infer -- checked, and only then narrowed.
+    """
     import numpy as np
     import pandas as pd
+    fix = f"expected {n_features} pixel columns (or {n_features + 1} with the label first)"
     try:
-        df = pd.read_csv(path, header=None)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read as CSV ({exc})") from None
-    if len(df) and not all(isinstance(v, (int, float)) or str(v).replace(".", "", 1).lstrip("-").isdigit()
-                           for v in df.iloc[0]):
-        df = df.iloc[1:]  # a header line
-    try:
-        a = df.to_numpy(dtype=np.float64)
+        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+        header = not all(_is_number(v) for v in first.iloc[0])
+        a = pd.read_csv(path, header=None, skiprows=1 if header else 0, dtype=np.float64).to_numpy(np.float64)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: no rows; {fix}") from None
     except ValueError:
-        raise ValueError(f"{path}: non-numeric values; expected {n_features} pixel columns "
-                         f"(or {n_features + 1} with the label first)") from None
+        raise ValueError(f"{path}: non-numeric values; {fix}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read as CSV ({exc})") from None
     if a.ndim != 2 or a.shape[1] not in (n_features, n_features + 1):
-        raise ValueError(f"{path}: {a.shape[1] if a.ndim == 2 else 0} columns; expected {n_features} pixels "
-                         f"(or {n_features + 1} with the label first)")
-    labels = a[:, 0].astype(np.int64) if a.shape[1] == n_features + 1 else None
+        raise ValueError(f"{path}: {a.shape[1] if a.ndim == 2 else 0} columns; {fix}")
+    if not np.isfinite(a).all():
+        r, c = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{path}: empty, NaN or infinite value in row {r}, column {c}; every value must be a number")
+    labels = None
+    if a.shape[1] == n_features + 1:
+        lab = a[:, 0]
+        bad = np.flatnonzero((lab < 0) | (lab != np.rint(lab)))
+        if bad.size:
+            raise ValueError(f"{path}: label {lab[bad[0]]:g} in row {bad[0]} is not a class index (0, 1, 2, ...); "
+                             "the label must be the first column")
+        labels = lab.astype(np.int64)
     x = a[:, -n_features:]
-    if not np.isfinite(x).all():
-        raise ValueError(f"{path}: NaN or infinite pixel values")
+    if x.min(initial=0) < 0:
+        r, c = np.argwhere(x < 0)[0]
+        raise ValueError(f"{path}: pixel value {x[r, c]:g} in row {r} is negative; pixels are integers "
+                         "0..255 or floats in [0, 1]")
     if x.max(initial=0) > 1.0:  # 0..255 pixels; floats in [0, 1] are used as given
-        if x.min(initial=0) < 0 or x.max(initial=0) > 255:
-            raise ValueError(f"{path}: pixel values outside 0..255")
-        x = np.round(x).astype(np.uint8)
+        bad = (x > 255) | (x != np.rint(x))
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            kind = "not an integer" if x[r, c] != np.rint(x[r, c]) else "out of range"
+            raise ValueError(f"{path}: pixel value {x[r, c]:g} in row {r} is {kind}: pixels are integers "
+                             "0..255 (or all floats in [0, 1])")
+        x = x.astype(np.uint8)
     return x, labels
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def cmd_predict(args) -> int:
@@ -431,7 +469,7 @@ def cmd_info(args) -> int:
     import os
     import platform
     from . import __version__
-    from .backend import ENV_DEVICE, available_backends, get_backend
+    from .backends import ENV_DEVICE, available_backends, get_backend
     rows = available_backends()
     try:
         default = get_backend().label
@@ -459,16 +497,47 @@ def cmd_info(args) -> int:
 
 def main(argv=None) -> int:
     """Run the CLI; returns the exit code (``mlp-backend`` exits with it)."""
-    from .backend import BackendError
-    from .data import DataError
-    from .train import TrainingDiverged
-    from .run import TrainingInterrupted
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for `train --ranks N`, which reruns it under mpiexec
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    with _sigterm_as_interrupt() as term:
+        code = _run(args, term)
+    if code == EXIT_INTERRUPTED and term["signal"]:
+        return EXIT_TERMINATED
+    return code
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (what SLURM, Kubernetes and `timeout` send first) is handled like Ctrl-C: it
+    raises KeyboardInterrupt, so training saves ``interrupted.npz`` after the last completed
+    epoch; ``main`` then exits 143 (128 + SIGTERM). Later SIGTERMs are ignored while that
+    checkpoint is written. The previous handler comes back afterwards."""
+    state = {"signal": None}
+
+    def on_term(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        state["signal"] = signum
+        raise KeyboardInterrupt("SIGTERM")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield state  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args, term) -> int:
+    from .backends import BackendError
+    from .data import DataError
+    from .train import TrainingDiverged
+    from .run import TrainingInterrupted
     try:
         code = args.func(args)
         return 0 if code is None else int(code)
@@ -478,11 +547,12 @@ def main(argv=None) -> int:
         return EXIT_DIVERGED
     except TrainingInterrupted as exc:
         out = exc.out_dir
-        _err(f"\ninterrupted: saved the state after the last completed epoch to {exc.checkpoint}")
+        why = " by SIGTERM" if term["signal"] else ""
+        _err(f"\ninterrupted{why}: saved the state after the last completed epoch to {exc.checkpoint}")
         _err(f"resume with: mlp-backend train --resume {exc.checkpoint} --out {out}")
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        _err("\ninterrupted")
+        _err("\ninterrupted" + (" by SIGTERM" if term["signal"] else ""))
         return EXIT_INTERRUPTED
     except (DataError, BackendError, ValueError, OSError) as exc:
         _err(f"error: {exc}")

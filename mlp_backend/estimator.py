@@ -14,7 +14,8 @@ Inputs may be NumPy, CuPy, PyTorch or array_api_strict arrays (or anything sciki
 accepts: lists, pandas frames). Results come back in the input's array type and on its device
 (``predict`` on a CUDA tensor gives a CUDA tensor). With ``device=None`` the model trains
 where the training data lives; give ``device`` to train elsewhere (e.g. NumPy input,
-``device="cuda"``).
+``device="cuda"``): ``fit``, ``predict``, ``predict_proba`` and ``score`` copy their inputs
+to the model's device once per call.
 
 ``uint8`` inputs are pixels and are scaled by 1/255 on the device; float (and other
 integer) inputs are used as given. Labels may be any integers or strings: ``classes_``
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np  # host side: label encoding and the validation split
 
-from .backend import BackendError, array_backend, get_backend, to_numpy
+from .backends import BackendError, array_backend, get_backend, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import train_val_split
 from .run import build_model, build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS
@@ -44,7 +45,7 @@ __all__ = ["MLPClassifier", "NotFittedError", "SKLEARN_MISSING", "EXPECTED_FAILE
 # scikit-learn 1.9's checks pass (tests/test_sklearn_api.py runs them).
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
-SKLEARN_HINT = "pip install 'mlp-backend[sklearn]' (scikit-learn >= 1.6)"
+SKLEARN_HINT = "pip install 'mlp-backend[sklearn]' (scikit-learn >= 1.6.1)"
 
 try:  # validate_data and __sklearn_tags__ are scikit-learn >= 1.6
     from sklearn.base import BaseEstimator, ClassifierMixin
@@ -86,8 +87,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     val_fraction : share of the training rows held out for validation (0: none).
     patience : early stopping on the validation loss (needs ``val_fraction > 0``).
     verbose : print one line per epoch.
-    cuda_graphs : ``"auto"``, True or False: whether the trainer may capture its step as a
-        CUDA graph (the run config's ``cuda_graphs`` key; only CUDA devices use it).
+    cuda_graphs : ``auto``, ``on`` or ``off``: replay each epoch as a captured CUDA graph on
+        ``device='cuda'`` (see :class:`~mlp_backend.train.Trainer`).
 
     Attributes after ``fit``: ``classes_``, ``n_features_in_`` (and ``feature_names_in_``
     for a DataFrame), ``model_`` (the MLP), ``history_`` (one dict per epoch), ``n_epochs_``.

@@ -21,8 +21,9 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 from . import functional as F
-from .backend import FlatDict, flat_layout, get_backend, ops_for, to_numpy
+from .backends import FlatDict, flat_layout, get_backend, ops_for, to_numpy
 from .init import initialize
+from .placement import check_device
 
 
 class Cache(NamedTuple):
@@ -167,9 +168,16 @@ class MLP:
         return ws
 
     # ----- the maths ------------------------------------------------------------------
-    def forward(self, x, workspace=None) -> Cache:
-        """Run the network on rows ``x`` (n, sizes[0]); keep what backward needs."""
-        xp, ops, ws, a = self.xp, self.ops, workspace, [x]
+    def forward(self, x, workspace=None, ops=None) -> Cache:
+        """Run the network on rows ``x`` (n, sizes[0]); keep what backward needs.
+
+        ``ops`` replaces the backend's kernels (the epoch runner passes its graph-ready ones).
+        ``x`` must be on the model's device: this and the other low-level methods never
+        move data, and raise :class:`~mlp_backend.placement.DeviceMismatchError` naming
+        both devices otherwise (``Trainer.fit``, ``evaluate`` and the estimator copy host
+        arrays for you)."""
+        check_device(self.backend, x, "x")
+        ops, ws, a = ops or self.ops, workspace, [x]
         z, lse, last = x, None, self.n_layers
         for i in range(1, last + 1):
             w, b = self.params[f"w{i}"], self.params[f"b{i}"]
@@ -178,39 +186,50 @@ class MLP:
             if act == "relu" and i < last:  # hidden relu: bias and activation in place
                 a.append(ops.linear_relu(a[-1], w, b, out))
                 continue
+            if i < last:  # other hidden activations: one fused kernel where the ops have one
+                a.append(ops.linear_act(a[-1], w, b, act, out))
+                continue
             z = ops.linear(a[-1], w, b, out)
             if act == "softmax":
                 p, lse = ops.softmax(z, ws.p if ws is not None else None, ws.rows if ws is not None else None)
                 a.append(p)
             else:
-                a.append(F.ACTIVATIONS[act](z, xp))
+                a.append(ops.activation(act, z, out))
         return Cache(a, z, lse)
 
     def targets(self, y):
-        """Integer labels (n,) -> one-hot rows of the model's dtype; 2-D targets pass through."""
+        """Integer labels (n,) -> one-hot rows of the model's dtype; 2-D targets pass through.
+        ``y`` must be on the model's device (see :meth:`forward`)."""
+        check_device(self.backend, y, "y")
         if y.ndim == 1:
             return F.one_hot(y, self.sizes[-1], self.dtype, self.xp, self.backend.device)
         return y
 
     def loss(self, cache: Cache, y):
         """The mean loss for targets ``y`` (labels or one-hot) as a 0-d device array."""
-        if self.loss_name == "cross_entropy" and cache.lse is not None:
-            return F.cross_entropy_from_lse(cache.z_out, cache.lse, self.targets(y), self.xp)
-        return F.LOSSES[self.loss_name].value(cache.z_out, cache.output, self.targets(y), self.xp)
+        return self.ops.loss_value(self.loss_name, cache.z_out, cache.lse, cache.output, self.targets(y))
 
-    def backward(self, cache: Cache, y, normalizer=None, workspace=None) -> dict:
+    def loss_sum_(self, cache: Cache, y, acc, workspace=None, ops=None):
+        """``acc += loss * rows`` in place for targets ``y`` (the epoch runner's loss sum:
+        the same value as ``loss(cache, y) * rows``, without a new array where the kernels
+        reuse buffers)."""
+        ops, ws = ops or self.ops, workspace
+        return ops.loss_sum_(self.loss_name, cache.z_out, cache.lse, cache.output, self.targets(y), acc,
+                             ws.loss_tmp if ws is not None else None, ws.scalar if ws is not None else None)
+
+    def backward(self, cache: Cache, y, normalizer=None, workspace=None, ops=None) -> dict:
         """Every gradient ``{'w1': dL/dw1, 'b1': dL/db1, ...}`` for targets ``y``.
 
         ``normalizer`` replaces the sample count in the mean (see :func:`functional.output_delta`).
         """
-        xp, ops, ws, grads = self.xp, self.ops, workspace, {}
+        ops, ws, grads = ops or self.ops, workspace, {}
         a, last = cache.a, self.n_layers
         if (self.output, self.loss_name) in F.FUSED:  # dL/dz = (a - y) / n, in one kernel
             scale = 1.0 / (a[-1].shape[0] if normalizer is None else normalizer)
             delta = ops.sub_scaled(a[-1], self.targets(y), scale, ws.delta[last] if ws is not None else None)
         else:
-            delta = F.output_delta(self.output, self.loss_name, cache.z_out, a[-1],
-                                   self.targets(y), xp, normalizer)
+            delta = ops.output_delta(self.output, self.loss_name, cache.z_out, a[-1], self.targets(y),
+                                     normalizer, ws.delta[last] if ws is not None else None)
         for i in range(last, 0, -1):
             grads[f"w{i}"] = ops.matmul_tn(a[i - 1], delta, ws.gw[i] if ws is not None else None)
             grads[f"b{i}"] = ops.sum_rows(delta, ws.gb[i] if ws is not None else None)
@@ -221,7 +240,7 @@ class MLP:
                     delta = ops.relu_backward(grad_a, a[i - 1], grad_a if ws is not None else None,
                                               ws.mask[i - 1] if ws is not None else None)
                 else:
-                    delta = F.activation_backward(act, grad_a, a[i - 1], xp)
+                    delta = ops.activation_backward(act, grad_a, a[i - 1], grad_a if ws is not None else None)
         return grads if ws is None else ws.flat_grads()
 
     def loss_and_grads(self, x, y, normalizer=None):
@@ -253,7 +272,8 @@ class MLP:
 class Workspace:
     """Buffers for one batch size: per layer ``z`` (pre-activations; hidden relu layers
     keep their activations there, in place), ``delta`` (dL/dz), ``mask`` (relu masks),
-    ``gw``/``gb`` (gradients), plus the softmax output ``p`` and two (n, 1) row buffers."""
+    ``gw``/``gb`` (gradients), plus the softmax output ``p``, two (n, 1) row buffers and
+    the loss's scratch (``loss_tmp`` like the output, ``scalar`` 0-d)."""
 
     def __init__(self, model: MLP, n: int):
         ops, dt, dev = model.ops, model.dtype, model.backend.device
@@ -271,6 +291,7 @@ class Workspace:
         self.gb = {i: self.grads[f"b{i}"] for i in range(1, last + 1)}
         self.p = ops.empty((n, sizes[-1]), dt, dev)
         self.rows = (ops.empty((n, 1), dt, dev), ops.empty((n, 1), dt, dev))
+        self.loss_tmp, self.scalar = ops.empty((n, sizes[-1]), dt, dev), ops.empty((), dt, dev)
 
     def flat_grads(self) -> FlatDict:
         """The gradients written by the last backward pass, as views of one flat buffer

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .backend import get_backend, ops_for
+from .backends import get_backend, ops_for
 
 
 class Optimizer:
@@ -75,16 +75,35 @@ class Optimizer:
         for key, g in grads.items():
             self._update(key, params, g, xp)
 
-    def _step_flat(self, params, pf, gf, ops):
+    def _step_flat(self, params, pf, gf, ops, sc=None):
         bufs = [self._flat_state(kind, params, ops) for kind in self.buffer_names]
         tmp = self._scratch("__flat__", pf, ops)
         nd = params.n_decay
         if self.weight_decay and nd:  # weights (the prefix) decayed, biases not
-            self._apply(ops, pf[:nd], gf[:nd], [b[:nd] for b in bufs], self.weight_decay, tmp[:nd])
+            self._apply(ops, pf[:nd], gf[:nd], [b[:nd] for b in bufs], self.weight_decay, tmp[:nd], sc)
             if nd < pf.shape[0]:
-                self._apply(ops, pf[nd:], gf[nd:], [b[nd:] for b in bufs], 0.0, tmp[nd:])
+                self._apply(ops, pf[nd:], gf[nd:], [b[nd:] for b in bufs], 0.0, tmp[nd:], sc)
         else:
-            self._apply(ops, pf, gf, bufs, 0.0, tmp)
+            self._apply(ops, pf, gf, bufs, 0.0, tmp, sc)
+
+    # ----- the graph-ready step: every per-step scalar read from a device array -----------
+    SCALARS = ("lr", "decay", "step", "eps")  # the columns of step_scalars / a device row
+
+    def step_scalars(self, t: int) -> tuple:
+        """The host scalars update number ``t`` (1-based) uses, as floats in :attr:`SCALARS`
+        order: the learning rate, the decoupled decay factor ``1 - lr * weight_decay`` and,
+        for Adam, the bias-corrected step and epsilon. Computed in float64 exactly as
+        :meth:`step` computes them, so a device copy cast to the parameters' dtype gives
+        bitwise the same update."""
+        return (self.lr, 1.0 - self.lr * self.weight_decay, 0.0, 0.0)
+
+    def step_device(self, params, grads, ops, sc) -> None:
+        """:meth:`step` on flat buffers with its scalars read from the device row ``sc``
+        (one row of :meth:`step_scalars`, in the parameters' dtype), so that a captured
+        CUDA graph replays it with new learning rates and step counts. The caller owns the
+        step count: it advances :attr:`t` once per replayed step. Nothing is read from the
+        host, nothing is allocated (on the fused and buffer backends) and nothing syncs."""
+        self._step_flat(params, params.flat, grads.flat, ops, sc)
 
     def _flat_state(self, kind, params, ops):
         """The flat buffer behind ``state[kind]``, laid out like ``params``; state loaded or
@@ -101,8 +120,9 @@ class Optimizer:
         bufs = [self._buffer(kind, key, g, xp) for kind in self.buffer_names]
         self._apply(ops, w, g, bufs, wd, self._scratch(key, w, ops))
 
-    def _apply(self, ops, w, g, bufs, wd, tmp):  # pragma: no cover - abstract
-        """Update ``w`` in place from ``g`` with state buffers ``bufs`` (``buffer_names``)."""
+    def _apply(self, ops, w, g, bufs, wd, tmp, sc=None):  # pragma: no cover - abstract
+        """Update ``w`` in place from ``g`` with state buffers ``bufs`` (``buffer_names``);
+        with ``sc`` (a device row of :meth:`step_scalars`) the scalars come from there."""
         raise NotImplementedError
 
     # ----- checkpoints ------------------------------------------------------------------
@@ -131,8 +151,11 @@ class Optimizer:
 class SGD(Optimizer):
     name = "sgd"
 
-    def _apply(self, ops, w, g, bufs, wd, tmp):
-        ops.sgd_(w, g, self.lr, wd, tmp)
+    def _apply(self, ops, w, g, bufs, wd, tmp, sc=None):
+        if sc is not None:
+            ops.sgd_dev(w, g, sc, wd, tmp)
+        else:
+            ops.sgd_(w, g, self.lr, wd, tmp)
 
 
 class GD(SGD):
@@ -154,8 +177,11 @@ class Momentum(Optimizer):
     def config(self):
         return {**super().config(), "momentum": self.momentum}
 
-    def _apply(self, ops, w, g, bufs, wd, tmp):
-        ops.momentum_(w, bufs[0], g, self.lr, self.momentum, wd, self.nesterov, tmp)
+    def _apply(self, ops, w, g, bufs, wd, tmp, sc=None):
+        if sc is not None:
+            ops.momentum_dev(w, bufs[0], g, sc, self.momentum, wd, self.nesterov, tmp)
+        else:
+            ops.momentum_(w, bufs[0], g, self.lr, self.momentum, wd, self.nesterov, tmp)
 
 
 class Nesterov(Momentum):
@@ -175,10 +201,21 @@ class Adam(Optimizer):
     def config(self):
         return {**super().config(), "betas": [self.beta1, self.beta2], "eps": self.eps}
 
-    def _apply(self, ops, w, g, bufs, wd, tmp):
-        c2 = math.sqrt(1.0 - self.beta2 ** self.t)
-        step = self.lr * c2 / (1.0 - self.beta1 ** self.t)
-        ops.adam_(w, bufs[0], bufs[1], g, self.lr, self.beta1, self.beta2, self.eps * c2, step, wd,
+    def _corrected(self, t):
+        """(step, eps): the learning rate and epsilon with the bias corrections of update
+        ``t`` folded in, in float64."""
+        c2 = math.sqrt(1.0 - self.beta2 ** t)
+        return self.lr * c2 / (1.0 - self.beta1 ** t), self.eps * c2
+
+    def step_scalars(self, t):
+        return (self.lr, 1.0 - self.lr * self.weight_decay, *self._corrected(t))
+
+    def _apply(self, ops, w, g, bufs, wd, tmp, sc=None):
+        if sc is not None:
+            ops.adam_dev(w, bufs[0], bufs[1], g, sc, self.beta1, self.beta2, wd, self.decoupled, tmp)
+            return
+        step, eps = self._corrected(self.t)
+        ops.adam_(w, bufs[0], bufs[1], g, self.lr, self.beta1, self.beta2, eps, step, wd,
                   self.decoupled, tmp)
 
 

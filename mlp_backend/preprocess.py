@@ -64,7 +64,7 @@ def mnist_normalize(image, threshold: float = 0.1) -> np.ndarray:
     h, w = crop.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL: (width, height)
-    small = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.BOX))
+    small = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX))
     small = np.clip(small, 0.0, 255.0)
     if small.sum() <= 0:
         return out

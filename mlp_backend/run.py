@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np  # host side: data splits and metrics
 
 from . import __version__
-from .backend import get_backend
+from .backends import get_backend
 from .checkpoint import _jsonable, load_checkpoint, save_checkpoint
 from .data import load_dataset, train_val_split
 from .data.formats import atomic_write_bytes, write_json_atomic
@@ -48,7 +48,8 @@ __all__ = ["DEFAULTS", "resolve_config", "train_run", "build_trainer", "EpochSna
 # Options that are not in every preset, with their defaults.
 EXTRA_DEFAULTS = {"dataset": "mnist", "seed": 0, "weight_decay": 0.0, "momentum": 0.9,
                   "patience": None, "schedule": "constant", "val_fraction": 0.1,
-                  "grad_divisor": "samples", "split": "standard", "loss_report": "ours"}
+                  "grad_divisor": "samples", "split": "standard", "loss_report": "ours",
+                  "cuda_graphs": "auto"}
 DEFAULTS = {**EXTRA_DEFAULTS, **PRESETS["default"]}
 # What a resumed run may not change: the architecture and the optimizer's kind.
 RESUME_FIXED = ("hidden", "activation", "output", "loss", "init", "dtype", "optimizer")
@@ -109,6 +110,9 @@ def validate_config(cfg: dict) -> dict:
         if cfg[key] not in allowed:
             raise ValueError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     cfg["dataset"] = str(cfg["dataset"])
+    cfg["cuda_graphs"] = cfg.get("cuda_graphs") or "auto"
+    if cfg["cuda_graphs"] not in ("auto", "on", "off"):
+        raise ValueError(f"--cuda-graphs must be one of auto, on, off, got {cfg['cuda_graphs']!r}")
     return cfg
 
 
@@ -154,7 +158,7 @@ def build_trainer(cfg: dict, model: MLP, optimizer, *, progress="auto", log=prin
                    schedule=make_schedule(cfg["schedule"], cfg["lr"], cfg["epochs"]),
                    seed=cfg["seed"], patience=cfg["patience"], progress=progress, log=log,
                    normalizer=model.sizes[0] if cfg["grad_divisor"] == "features" else None,
-                   callbacks=callbacks, dist=dist)
+                   callbacks=callbacks, cuda_graphs=cfg.get("cuda_graphs", "auto"), dist=dist)
 
 
 class EpochSnapshot:
@@ -244,6 +248,7 @@ def write_metrics(out: Path, cfg, backend, trainer, data, status, final=None, ex
                "best_epoch": trainer.best[1] if trainer.best is not None else None,
                "stop_reason": trainer.stop_reason or None,
                "config": cfg, "backend": backend.name, "device": backend.label,
+               "graph_status": trainer.graph_status or None,
                "versions": versions(backend), "dataset": data["dataset"],
                "loss_report": ("paper: every reported loss (history.csv, metrics.json, loss.png) is 2x the "
                                "training loss, as the paper's printed mean_squared_loss"
@@ -346,6 +351,40 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
     (out / "interrupted.json").unlink(missing_ok=True)
     return {"metrics": metrics, "history": rows, "model": model, "trainer": trainer, "out_dir": out,
             "files": files}
+
+
+RUN_FILES = ("model.npz", "model.json", "history.csv", "metrics.json", "loss.png", "accuracy.png",
+             "interrupted.npz", "interrupted.json")
+
+
+class OutputExists(FileExistsError):
+    """``--out DIR`` already holds a run; the message says how to continue or replace it."""
+
+
+def check_out_dir(out, *, resume=None, overwrite: bool = False) -> None:
+    """Refuse to train into a directory that already holds a run (any of ``RUN_FILES``),
+    before anything is written, unless ``overwrite`` is set or ``resume`` is a checkpoint
+    in that same directory (continuing it is what the files are for)."""
+    out = Path(out)
+    found = [f for f in RUN_FILES if (out / f).exists()]
+    if not found or overwrite:
+        return
+    if resume is not None and Path(resume).resolve().parent == out.resolve():
+        return
+    ckpt = out / ("interrupted.npz" if "interrupted.npz" in found else "model.npz")
+    raise OutputExists(
+        f"{out} already holds a training run ({', '.join(found)}); nothing was changed. "
+        f"Continue it with `mlp-backend train --resume {ckpt} --out {out} --epochs N`, "
+        f"replace it with --overwrite, or choose another --out")
+
+
+def unused_dir(path) -> Path:
+    """``path``, or ``path-2``, ``path-3`` ... if it exists (default output directories)."""
+    path, n = Path(path), 2
+    candidate = path
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
+    return candidate
 
 
 def load_run_config(resume, explicit: dict) -> dict:

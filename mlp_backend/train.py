@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import functional as F
-from .backend import host_rng
+from .backends import host_rng
+from .backends.graphs import check_mode, epoch_runner, runner_key
 from .model import MLP
 from .optim import Optimizer, make_schedule
+from .placement import place_inputs
 
 PIXEL_SCALE = 1.0 / 255.0
 
@@ -55,7 +57,11 @@ def prepare_inputs(x, model: MLP):
 
 def evaluate(model: MLP, x, y, batch_size: int = 10_000):
     """(sum of per-batch mean losses weighted by batch size, number correct) as device
-    scalars: divide by ``x.shape[0]`` on the host for the means. No host sync."""
+    scalars: divide by ``x.shape[0]`` on the host for the means. No host sync.
+
+    Host (NumPy) ``x``/``y`` are copied to the model's device once, first; arrays on
+    another device raise :class:`~mlp_backend.placement.DeviceMismatchError`."""
+    x, y = place_inputs(model, x, y)
     xp = model.xp
     loss_sum = correct = None
     for i in range(0, x.shape[0], batch_size):
@@ -78,6 +84,14 @@ class Trainer:
     ``patience`` set, training stops once the validation loss has not improved for that
     many epochs and the best weights are restored.
 
+    ``cuda_graphs`` (``auto``, ``on``, ``off``): on ``--device cuda`` an epoch's steps are
+    captured once into a CUDA graph and replayed every epoch, also across :meth:`fit` calls
+    while the data, shapes and configuration stay the same (:meth:`close` frees the graph;
+    see :mod:`mlp_backend.backends.graphs`); ``auto`` runs eager where that cannot be done and
+    logs why once, ``on`` raises instead, ``off`` never captures. Elsewhere ``auto`` is
+    silently eager. After :meth:`fit`, :attr:`graph_status` is one line: ``captured: ...``
+    or ``eager: <reason>``.
+
     ``dist`` (a :class:`mlp_backend.distributed.Distributed`, or None for one process)
     trains data-parallel: the loop calls it at fixed points (weights broadcast at the
     start of ``fit``, this rank's share of each batch, the gradient all-reduce after each
@@ -87,7 +101,8 @@ class Trainer:
     def __init__(self, model: MLP, optimizer: Optimizer, *, batch_size: int | None = 128,
                  schedule: Callable[[int], float] | None = None, seed=0, shuffle: bool = True,
                  normalizer=None, patience: int | None = None, progress: str = "auto",
-                 log: Callable[[str], None] = print, callbacks: Iterable[Callable] = (), dist=None):
+                 log: Callable[[str], None] = print, callbacks: Iterable[Callable] = (),
+                 cuda_graphs: str = "auto", dist=None):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None for the full batch, got {batch_size}")
         if progress not in ("auto", "bar", "lines", "none"):
@@ -105,6 +120,8 @@ class Trainer:
         self.history = History()
         self.best = None  # (val_loss, epoch, params) when early stopping
         self.stop_reason = ""
+        self.cuda_graphs, self.graph_status = check_mode(cuda_graphs), ""
+        self._runner = self._runner_key = None  # the epoch runner kept between fits
 
     # ----- one epoch ------------------------------------------------------------------
     def _batches(self, n: int):
@@ -222,21 +239,66 @@ class Trainer:
     def fit(self, x, y, epochs: int, x_val=None, y_val=None) -> History:
         """Train until ``epochs`` epochs have run in total (a resumed trainer continues).
 
-        ``x``/``y`` are device arrays (uint8 pixels or floats; integer labels). Raises
+        ``x``/``y`` are uint8 pixels or floats and integer labels, on the model's device or
+        host NumPy arrays, which are copied to the model's device once, here (float rows in
+        the model's dtype); arrays on another device raise
+        :class:`~mlp_backend.placement.DeviceMismatchError`. Raises
         :class:`TrainingDiverged` on a NaN/inf loss. On Ctrl-C every callback's
         ``on_interrupt(trainer)`` runs before the KeyboardInterrupt propagates.
         """
-        model, backend = self.model, self.model.backend
+        x, y = place_inputs(self.model, x, y)
+        x_val, y_val = place_inputs(self.model, x_val, y_val, ("x_val", "y_val"))
+        model = self.model
         n, has_val = x.shape[0], x_val is not None and x_val.shape[0] > 0
         self.stop_reason = ""
         if self.dist is not None:  # distributed: every rank starts from rank 0's weights
             self.dist.broadcast_params(model, self)
+        if self.epoch < epochs:
+            # the backend's epoch runner: replays a CUDA graph or runs train_epoch; kept for
+            # the next fit while runner_key holds (no re-capture), freed on an exception
+            runner = self._epoch_runner(x, y)
+            try:
+                self._fit_epochs(runner, x, y, epochs, x_val, y_val, n, has_val)
+            except BaseException:
+                self.close()
+                raise
+            finally:
+                self.graph_status = runner.status
+        if self.best is not None and self.patience is not None:
+            model.params = self.best[2]
+            if self.stop_reason:
+                self.log(f"early stopping: {self.stop_reason}; restored the weights of epoch {self.best[1]}")
+        return self.history
+
+    def _epoch_runner(self, x, y):
+        """This trainer's runner for (x, y): the one kept from the last fit where nothing it
+        was built for has changed (:func:`~mlp_backend.backends.graphs.runner_key`), else a
+        new one (the old one closed first: one graph per trainer at most)."""
+        key = runner_key(self, x, y, self.cuda_graphs)
+        if self._runner is None or self._runner_key != key:
+            self.close()
+            scale = PIXEL_SCALE if self.model.xp.isdtype(x.dtype, "integral") else None
+            self._runner = epoch_runner(self, x, y, self.cuda_graphs, scale, self.log)
+            self._runner_key = key
+        self.graph_status = self._runner.status
+        return self._runner
+
+    def close(self) -> None:
+        """Free the epoch runner kept between fits (on CUDA: its graph, buffers and cuBLAS
+        handle). Training again later simply builds a new one."""
+        runner, self._runner, self._runner_key = self._runner, None, None
+        if runner is not None:
+            runner.close()
+
+    def _fit_epochs(self, runner, x, y, epochs, x_val, y_val, n, has_val):
+        model, backend = self.model, self.model.backend
         try:
             while self.epoch < epochs:
                 lr = self.optimizer.lr = float(self.schedule(self.epoch))
                 t0 = time.perf_counter()
                 bar = self._bar(epochs, n)
-                loss_sum, correct = self.train_epoch(x, y, bar)
+                loss_sum, correct = runner.run(bar)
+                self.graph_status = runner.status
                 sums = [loss_sum, model.xp.astype(correct, model.dtype)]
                 if has_val:
                     vl, vc = evaluate(model, x_val, y_val)
@@ -274,11 +336,6 @@ class Trainer:
                 if hasattr(cb, "on_interrupt"):
                     cb.on_interrupt(self)
             raise
-        if self.best is not None and self.patience is not None:
-            model.params = self.best[2]
-            if self.stop_reason:
-                self.log(f"early stopping: {self.stop_reason}; restored the weights of epoch {self.best[1]}")
-        return self.history
 
     def _early_stop(self, row) -> bool:
         val = row["val_loss"]

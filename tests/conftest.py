@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from mlp_backend.backend import BackendError, cuda_available, get_backend
+from mlp_backend.backend import ENV_DEVICE, BackendError, cuda_available, get_backend
 
 try:
     import torch  # noqa: F401
@@ -32,6 +32,21 @@ MATRIX = [
 
 # Tolerances fitted to the dtype: relative to the largest entry of the reference.
 TOL = {"float64": 1e-9, "float32": 2e-4}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pin_default_device():
+    """The suite is hermetic: a test that names no device runs on NumPy (``cpu``), whatever
+    ``$MLP_BACKEND_DEVICE`` says and whether or not a GPU is here (``auto`` would pick it).
+    Session-scoped, so module fixtures and subprocesses see it too. The tests of ``auto``
+    and of the variable set them explicitly (``get_backend("auto")``, ``monkeypatch``)."""
+    old = os.environ.get(ENV_DEVICE)
+    os.environ[ENV_DEVICE] = "cpu"
+    yield
+    if old is None:
+        os.environ.pop(ENV_DEVICE, None)
+    else:
+        os.environ[ENV_DEVICE] = old
 
 
 def blobs(n=300, n_features=8, n_classes=3, seed=0, as_uint8=True):

@@ -151,3 +151,13 @@ def test_bad_files_give_clear_errors(tmp_path):
     (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(CheckpointError, match="not a readable"):
         load_checkpoint(tmp_path / "trunc.npz")
+
+
+def test_non_zip_files_are_named_as_such(tmp_path):
+    # np.load reads any non-zip, non-.npy bytes as a pickle: the error must say what the
+    # file is, not that it "holds pickled objects"
+    for name, data in (("text.npz", b"hello, not a checkpoint\n"), ("empty.npz", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match="not a zip archive") as err:
+            load_checkpoint(tmp_path / name, device="cpu")
+        assert "pickle" not in str(err.value)

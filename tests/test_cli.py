@@ -35,7 +35,8 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert cli.main(["train", "--dataset", str(tiny), "--epochs", "3", "--out", str(out), *FAST]) == 0
+    assert cli.main(["train", "--dataset", str(tiny), "--epochs", "3", "--out", str(out), "--device", "cpu",
+                     *FAST]) == 0
     return out
 
 

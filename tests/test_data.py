@@ -37,6 +37,12 @@ from mlp_backend.data import formats, sources
 REAL_PIP_DOWNLOAD = sources._pip_download  # captured before any monkeypatching
 
 
+def _id(text: str) -> str:
+    """A stable, readable test id from an expected-message pattern (no bytes, no timestamps)."""
+    import re
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:48]
+
+
 def make_xy(n, seed=0):
     r = np.random.default_rng(seed)
     return r.integers(0, 256, (n, 784), dtype=np.uint8), r.integers(0, 10, n, dtype=np.uint8)
@@ -163,8 +169,9 @@ def test_read_idx_raw_and_gz(tmp_path, gz):
         (idx_images(np.zeros((2, 784)), n=3), r"truncated: header announces 3 images"),
         (idx_images(np.zeros((1, 27 * 28)), rows=27), r"images are 27x28, expected 28x28"),
         (idx_labels([1, 10]), r"label value 10 out of range"),
-        (gzip.compress(idx_labels([1, 2]))[:-6], r"corrupt or truncated gzip"),
+        (gzip.compress(idx_labels([1, 2]), mtime=0)[:-6], r"corrupt or truncated gzip"),
     ],
+    ids=lambda v: _id(v) if isinstance(v, str) else "blob",
 )
 def test_read_idx_bad(tmp_path, blob, match):
     p = tmp_path / "bad-idx"
@@ -241,6 +248,7 @@ def _set(lines, row, col, value):
         (lambda: _set(_csv_rows(), 2, 7, "abc"), r"non-numeric value 'abc' in pixel column 7, data row 1"),
         (lambda: ["pixel0,label," + ",".join(f"p{i}" for i in range(783))] + _csv_rows()[1:], r"label must be the first column"),
     ],
+    ids=lambda v: _id(v) if isinstance(v, str) else "csv",
 )
 def test_read_csv_bad(tmp_path, make, match):
     content = make()
@@ -324,6 +332,7 @@ def test_validate_conversions():
         (np.zeros((2, 784)), np.zeros((2, 2)), r"labels have shape \(2, 2\)"),
         (np.full((2, 784), "a"), np.zeros(2), r"dtype <U1"),
     ],
+    ids=lambda v: _id(v) if isinstance(v, str) else "arr",
 )
 def test_validate_bad(x, y, match):
     with pytest.raises(DataError, match=match):

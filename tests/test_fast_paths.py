@@ -332,7 +332,7 @@ def test_flat_path_after_checkpoint_round_trip(tmp_path):
         tr.fit(x, y, 1)
         if resume:
             save_checkpoint(tmp_path / "c.npz", model, opt, tr)
-            ck = load_checkpoint(tmp_path / "c.npz")
+            ck = load_checkpoint(tmp_path / "c.npz", device="cpu")
             model, opt = ck.model, ck.optimizer
             tr = Trainer(model, opt, batch_size=32, seed=3, progress="none", log=lambda s: None)
             ck.restore(tr)

@@ -152,13 +152,13 @@ def test_normalize_undoes_scale_and_shift(mnist, run_dir):
     ours, naive, corr = [], [], []
     for d in x:
         n = int(28 * rng.uniform(2, 8))
-        big = np.asarray(Image.fromarray(d).resize((n, n), Image.BILINEAR))
+        big = np.asarray(Image.fromarray(d).resize((n, n), Image.Resampling.BILINEAR))
         canvas = np.zeros((400, 360), np.uint8)
         oy, ox = rng.integers(0, 400 - n), rng.integers(0, 360 - n)
         canvas[oy:oy + n, ox:ox + n] = big
         out = mnist_normalize(canvas)
         ours.append(out.reshape(784))
-        naive.append(np.asarray(Image.fromarray(canvas).resize((28, 28), Image.LANCZOS)).reshape(784))
+        naive.append(np.asarray(Image.fromarray(canvas).resize((28, 28), Image.Resampling.LANCZOS)).reshape(784))
         corr.append(np.corrcoef(out.ravel(), d.ravel())[0, 1])
     def predict(rows):
         return np.asarray(model.predict(np.stack(rows).astype(np.float32) / 255))

@@ -287,24 +287,24 @@ def parse_csv(opener: Opener, *, where: str) -> Tuple[np.ndarray, np.ndarray]:
 
     kw = dict(header=None, skiprows=1 if has_header else 0, index_col=False, engine="c", skip_blank_lines=True)
     try:
-        with opener() as f:
-            df = pd.read_csv(f, dtype=np.uint8, **kw)
-        fast_ok = True
+        values = _read_csv_checked(opener, kw)
     except pd.errors.EmptyDataError:
         raise DataError(f"{where}: no data rows{' after the header' if has_header else ''}. {fix_cols}") from None
     except pd.errors.ParserError as e:
         msg = str(e).replace("Error tokenizing data. C error: ", "").strip()
         raise DataError(f"{where}: inconsistent number of columns ({msg}). {fix_cols}") from None
-    except (ValueError, OverflowError):
-        fast_ok = False
-
-    if not fast_ok:
+    except (ValueError, OverflowError, TypeError):
+        values = None  # a missing, non-integer or huge value: diagnosed below
+    if values is None:
         # Slow path, only on error: re-read generically to find and describe the problem.
         with opener() as f:
             df = pd.read_csv(f, **kw)
-    if df.shape[0] == 0:
+        shape = df.shape
+    else:
+        shape = values.shape
+    if shape[0] == 0:
         raise DataError(f"{where}: no data rows{' after the header' if has_header else ''}. {fix_cols}")
-    ncol = df.shape[1]
+    ncol = shape[1]
     if has_header and len(fields) != ncol:
         raise DataError(
             f"{where}: header has {len(fields)} columns but the data rows have {ncol}. "
@@ -315,18 +315,37 @@ def parse_csv(opener: Opener, *, where: str) -> Tuple[np.ndarray, np.ndarray]:
             f"{where}: {ncol} columns, expected 785 (1 label + 784 pixels); found "
             f"{ncol - 1} pixel columns instead of 784. {fix_cols}"
         )
-    if not fast_ok:
+    if values is None:
         _diagnose_csv(df, where, has_header)
-    values = df.to_numpy()
-    bad = np.flatnonzero(values[:, 0] >= N_CLASSES)
-    if bad.size:
-        i = int(bad[0])
-        raise DataError(
-            f"{where}: label value {int(values[i, 0])} in data row {i} (line ~{i + (2 if has_header else 1)}) "
-            f"is out of range: expected 0..9 ({bad.size} bad row(s)). Labels are digit classes 0..9; "
-            "the label must be the first column."
-        )
     return validate(values[:, 1:], values[:, 0], where=where)
+
+
+CSV_CHUNK_ROWS = 10_000
+
+
+def _read_csv_checked(opener: Opener, kw: dict):
+    """The fast path: the CSV as ``uint8`` rows, or None when any value is not an integer in
+    range (label 0..9, pixels 0..255) -- the caller then re-reads and names the problem.
+
+    Values are read as ``int64`` -- wide enough that nothing wraps, whatever dtype pandas
+    would infer or narrow to (pandas 2.2 and 3.x turn 256 into 0 when asked for ``uint8``)
+    -- range-checked, and only then narrowed, ``CSV_CHUNK_ROWS`` rows at a time so the
+    wide copy stays small (10,000 x 785 x 8 bytes = 63 MB).
+    """
+    import pandas as pd
+
+    parts = []
+    with opener() as f:
+        for chunk in pd.read_csv(f, dtype=np.int64, chunksize=CSV_CHUNK_ROWS, **kw):
+            a = chunk.to_numpy(dtype=np.int64)
+            if a.size and (a.min() < 0 or a[:, 0].max() > N_CLASSES - 1 or a[:, 1:].max(initial=0) > 255):
+                return None
+            parts.append(a.astype(np.uint8))
+    if not parts:
+        return np.zeros((0, 0), dtype=np.uint8)
+    if len({p.shape[1] for p in parts}) > 1:  # cannot happen with the C parser; be explicit
+        return None
+    return np.concatenate(parts)
 
 
 def _diagnose_csv(df, where: str, has_header: bool) -> None:

@@ -1,0 +1,59 @@
+"""The array backends: the only package of :mod:`mlp_backend` that imports an array library.
+
+Everything else receives a :class:`Backend` and writes its maths against ``backend.xp``, an
+Array-API namespace (via ``array-api-compat``), calling the kernels of :func:`ops_for` where
+a buffer-reusing or fused version exists. One job per module:
+
+================  ====================================================================
+``devices``       device strings -> :class:`Backend`; host transfers; ``cuda_available``
+``portable``      :class:`PortableOps`: the reference kernels, plain Array-API expressions
+``numpy_ops``     :class:`BufferOps` (``out=`` buffers) and the flat parameter layout
+``cupy_ops``      :class:`CupyOps`: fused CUDA kernels; ``CupyGraphOps``: the capturable step
+``graphs``        the epoch runner: eager, graph-ready, or one CUDA graph per epoch
+================  ====================================================================
+
+The host waits for the device only in :func:`to_numpy`, :meth:`Backend.to_float` and
+:meth:`Backend.synchronize`.
+"""
+from __future__ import annotations
+
+import os
+
+import array_api_compat
+import numpy as np
+
+from .devices import (ENV_DEVICE, Backend, BackendError, array_backend, available_backends,
+                      cuda_available, get_backend, host_rng, to_numpy, use)
+from .numpy_ops import BufferOps, FlatDict, flat_layout, n_decay
+from .portable import PortableOps
+from .cupy_ops import CupyOps
+
+__all__ = [
+    "Backend", "BackendError", "get_backend", "to_numpy", "cuda_available",
+    "available_backends", "array_backend", "ENV_DEVICE", "use", "host_rng",
+    "ops_for", "PortableOps", "BufferOps", "CupyOps", "FlatDict",
+]
+
+_OPS: dict = {}
+_FORCE_PORTABLE = os.environ.get("MLP_BACKEND_PORTABLE") == "1"
+
+
+def ops_for(xp, portable: bool = False) -> PortableOps:
+    """The kernels for namespace ``xp``: buffer-reusing on NumPy, fused on CuPy, else portable.
+
+    ``portable=True`` (or ``MLP_BACKEND_PORTABLE=1`` in the environment at import) forces
+    the reference kernels everywhere, for parity tests and for debugging.
+    """
+    key = (id(xp), portable or _FORCE_PORTABLE)
+    ops = _OPS.get(key)
+    if ops is None:
+        portable = key[1]
+        if not portable and array_api_compat.is_numpy_namespace(xp):
+            ops = BufferOps(xp, np)
+        elif not portable and array_api_compat.is_cupy_namespace(xp):
+            import cupy
+            ops = CupyOps(xp, cupy)
+        else:
+            ops = PortableOps(xp)
+        _OPS[key] = ops
+    return ops
