@@ -89,7 +89,8 @@ def main():
                                          for o in everyone)
                 saved.update({f"{case[0]}/{k}": v for k, v in st.items()})
         if dist.root:
-            meta = {"identical": identical, "ranks": dist.size, **dist.describe()}
+            meta = {"identical": identical, "ranks": dist.size, **dist.describe(),
+                    "graph_status": getattr(tr, "graph_status", "")}
             np.savez(out, meta=np.array(json.dumps(meta)), **saved)
         return
 

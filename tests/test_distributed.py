@@ -362,6 +362,7 @@ def test_gpu_ranks_take_the_steps_of_one_gpu_process(tmp_path, ranks):
         assert meta["transport"] == "nccl", meta
     else:
         assert meta["transport"] == "mpi-host" and "share a GPU" in meta["reason"], meta
+    assert meta["graph_status"].startswith("eager: distributed training"), meta  # no CUDA graph with ranks
     for case in mpi_worker.CASES:
         single = mpi_worker.state(mpi_worker.train_case(case, "cuda"))
         for key, want in single.items():
