@@ -3,16 +3,20 @@
     python examples/train_mnist.py                       # CPU (or CUDA if CuPy sees a GPU)
     python examples/train_mnist.py --device cuda --epochs 20
     python examples/train_mnist.py --device torch:cpu --out runs/example
+    mpiexec -n 2 python examples/train_mnist.py          # data-parallel on 2 ranks (pip install 'mlp-backend[mpi]')
 
 The same steps as `mlp-backend train`, spelled out: load the data, split off a validation
 set, move the uint8 pixels to the device once, build the model, optimizer and trainer,
-train, evaluate on the test set, save a checkpoint that loads on any device.
+train, evaluate on the test set, save a checkpoint that loads on any device. Under
+`mpiexec -n N` each of the N ranks runs this script: `init_distributed()` joins them, the
+trainer splits every batch of 128 over them, and rank 0 alone prints and saves.
 """
 import argparse
 
 from mlp_backend.backend import get_backend
 from mlp_backend.checkpoint import load_checkpoint, save_checkpoint
 from mlp_backend.data import load_dataset, train_val_split
+from mlp_backend.distributed import init as init_distributed
 from mlp_backend.model import MLP
 from mlp_backend.optim import make_optimizer, make_schedule
 from mlp_backend.train import Trainer, evaluate
@@ -26,8 +30,11 @@ def main():
     ap.add_argument("--out", default="mnist_example.npz", help="where to save the checkpoint")
     args = ap.parse_args()
 
-    backend = get_backend(args.device)
-    ds = load_dataset(args.dataset)                                  # host uint8 arrays
+    dist = init_distributed()          # None unless started by `mpiexec -n N` (N > 1); never imports MPI then
+    root = dist is None or dist.root   # rank 0 (or the only process) prints and saves
+    backend = get_backend(args.device) if dist is None else dist.pick_device(args.device)  # one GPU per rank
+    load = lambda: load_dataset(args.dataset)                        # noqa: E731  host uint8 arrays
+    ds = load() if dist is None else dist.root_first(load)           # rank 0 downloads first, if needed
     x_tr, y_tr, x_val, y_val = train_val_split(ds.x_train, ds.y_train, 0.1, seed=0)
 
     # One transfer each; pixels stay uint8 on the device and are scaled there per batch.
@@ -38,9 +45,12 @@ def main():
                 init="he", device=backend, seed=0)
     optimizer = make_optimizer("adam", lr=1e-3)
     trainer = Trainer(model, optimizer, batch_size=128, seed=0,
-                      schedule=make_schedule("cosine", 1e-3, args.epochs))
-    print(f"training {model} on {backend.label}")
+                      schedule=make_schedule("cosine", 1e-3, args.epochs), dist=dist)
+    if root:
+        print(f"training {model} on {backend.label}" + (f", {dist.size} ranks" if dist else ""))
     trainer.fit(x, y, args.epochs, xv, yv)
+    if not root:
+        return
 
     loss_sum, correct = evaluate(model, backend.asarray(ds.x_test), backend.asarray(ds.y_test, "int64"))
     n = ds.n_test

@@ -502,6 +502,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", action="store_true",
                    help="also measure the peak memory of a --tta-net training run in a child process")
     p.add_argument("--json", default=None, help="write all results to this JSON file")
+    p.add_argument("--ranks", default=None, metavar="1,2",
+                   help="instead: data-parallel scaling over MPI ranks (mlp_backend.bench_ranks; nets "
+                        "784-512-256-10,784-2048-2048-10 and batch 512 unless --nets/--batch are given)")
 
 
 def plan(args) -> dict:
@@ -533,6 +536,9 @@ def save_json(path, out: dict) -> None:
 
 
 def main_args(args) -> dict:
+    if getattr(args, "ranks", None):  # data-parallel scaling has its own runs (mlp_backend.bench_ranks)
+        from .bench_ranks import main_args as ranks_main
+        return ranks_main(args)
     out: dict = {"command": " ".join(["python benchmarks/bench.py", *sys.argv[1:]])}
     try:
         grid = plan(args)

@@ -139,6 +139,9 @@ def _add_train(sub):
     g.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue from DIR/interrupted.npz or DIR/model.npz: same config, up to --epochs in total")
     g.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    g.add_argument("--ranks", type=int, default=None, metavar="N",
+                   help="data-parallel training on N MPI ranks: runs this command under `mpiexec -n N` (needs "
+                        "pip install 'mlp-backend[mpi]'); `mpiexec -n N mlp-backend train ...` works too")
     t.set_defaults(func=cmd_train)
 
 
@@ -222,10 +225,16 @@ def cmd_train(args) -> int:
         stem = Path(cfg["dataset"]).stem if cfg["dataset"] not in ("mnist", "fashion-mnist") else cfg["dataset"]
         out = Path(args.out) if args.out else unused_dir(Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_out_dir(out, resume=args.resume, overwrite=args.overwrite)  # never replace a run silently
+    from . import distributed  # data-parallel ranks: --ranks N spawns mpiexec; under mpiexec each rank joins
+    ranks = distributed.check_ranks(args.ranks, cfg["batch_size"])
+    if ranks > 1 and distributed.launched_size() == 1:
+        return distributed.spawn(ranks, args.argv, log=None if args.quiet else _err)
+    dist = distributed.init() if ranks > 1 else None
     import numpy as np
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run ends with one clear message
-        result = train_run(cfg, out, device=args.device, quiet=args.quiet, resume=args.resume)
-    if not args.quiet:
+    with np.errstate(over="ignore", invalid="ignore"), \
+            distributed.guard(dist, diverged=EXIT_DIVERGED, interrupted=EXIT_INTERRUPTED):  # a diverging run ends with one clear message
+        result = train_run(cfg, out, device=args.device, quiet=args.quiet, resume=args.resume, dist=dist)
+    if not args.quiet and result["metrics"] is not None:
         m = result["metrics"]
         fmt = lambda v: "n/a" if v is None else f"{v:.2%}"  # noqa: E731
         _out(f"test accuracy {fmt(m['test_accuracy'])}  val accuracy {fmt(m['val_accuracy'])}  "
@@ -490,6 +499,7 @@ def main(argv=None) -> int:
     """Run the CLI; returns the exit code (``mlp-backend`` exits with it)."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for `train --ranks N`, which reruns it under mpiexec
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

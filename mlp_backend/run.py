@@ -150,7 +150,7 @@ def build_optimizer(cfg: dict):
     return make_optimizer(cfg["optimizer"], cfg["lr"], cfg["weight_decay"], **extra)
 
 
-def build_trainer(cfg: dict, model: MLP, optimizer, *, progress="auto", log=print, callbacks=()) -> Trainer:
+def build_trainer(cfg: dict, model: MLP, optimizer, *, progress="auto", log=print, callbacks=(), dist=None) -> Trainer:
     """A :class:`Trainer` honouring the config's batch size ("full" -> full batch),
     schedule, seed, patience and ``grad_divisor`` ("features" -> divide by n_features)."""
     return Trainer(model, optimizer,
@@ -158,7 +158,7 @@ def build_trainer(cfg: dict, model: MLP, optimizer, *, progress="auto", log=prin
                    schedule=make_schedule(cfg["schedule"], cfg["lr"], cfg["epochs"]),
                    seed=cfg["seed"], patience=cfg["patience"], progress=progress, log=log,
                    normalizer=model.sizes[0] if cfg["grad_divisor"] == "features" else None,
-                   callbacks=callbacks, cuda_graphs=cfg.get("cuda_graphs", "auto"))
+                   callbacks=callbacks, cuda_graphs=cfg.get("cuda_graphs", "auto"), dist=dist)
 
 
 class EpochSnapshot:
@@ -273,7 +273,7 @@ def _stderr(msg):
 # ----- the run ------------------------------------------------------------------------------
 
 def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=None, log=None,
-              callbacks=(), progress: "str | None" = None) -> dict:
+              callbacks=(), progress: "str | None" = None, dist=None) -> dict:
     """Train ``cfg`` (from :func:`resolve_config`) and write every output to ``out_dir``.
 
     ``resume``: a checkpoint path; its weights, optimizer state, epoch, history and RNG
@@ -283,11 +283,15 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
     Raises :class:`TrainingDiverged` (history.csv and metrics.json are written first,
     status ``diverged``) and :class:`TrainingInterrupted` on Ctrl-C (after saving
     ``interrupted.npz`` from the last completed epoch).
+
+    ``dist`` (:mod:`mlp_backend.distributed`): this rank of a data-parallel job; only
+    rank 0 logs and writes files (the other ranks return ``metrics`` None, no files).
     """
-    log = _silent if quiet else (log or _stderr)
+    root = dist is None or dist.root
+    log = _silent if quiet or not root else (log or _stderr)
     out = Path(out_dir)
-    backend = get_backend(device)
-    data = split_data(cfg, log=log)
+    backend = get_backend(device) if dist is None else dist.pick_device(device)
+    data = split_data(cfg, log=log) if dist is None else dist.root_first(lambda: split_data(cfg, log=log))
     n_features, n_classes = data["x_train"].shape[1], 10
     if resume is not None:
         ckpt = load_checkpoint(resume, device=backend)
@@ -297,11 +301,12 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
         log(f"resuming from {resume} at epoch {ckpt.epoch}")
     else:
         model, optimizer = build_model(cfg, n_features, n_classes, backend), build_optimizer(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    if root:
+        out.mkdir(parents=True, exist_ok=True)
     snapshot = EpochSnapshot(out / "interrupted.npz", run_config=cfg)
     progress = progress or ("none" if quiet else "auto")
     trainer = build_trainer(cfg, model, optimizer, progress=progress, log=log,
-                            callbacks=[snapshot, *callbacks])
+                            callbacks=[snapshot, *callbacks] if root else list(callbacks), dist=dist)
     if resume is not None:
         ckpt.restore(trainer)
     log(f"training {'-'.join(map(str, model.sizes))} on {backend.label} ({cfg['dtype']}): "
@@ -314,22 +319,29 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
     try:
         trainer.fit(x, y, cfg["epochs"], xv, yv)
     except TrainingDiverged as exc:
+        if not root:
+            raise
         rows = reported_rows(trainer.history.rows, cfg["loss_report"])
         write_history_csv(rows, out / "history.csv")
         write_metrics(out, cfg, backend, trainer, data, "diverged", extra={"error": str(exc)})
         raise
     except KeyboardInterrupt:
+        if not root:
+            raise
         rows = reported_rows(trainer.history.rows, cfg["loss_report"])
         write_history_csv(rows, out / "history.csv")
         if snapshot.saved is None:
             raise
         raise TrainingInterrupted(snapshot.saved, out) from None
     rows = reported_rows(trainer.history.rows, cfg["loss_report"])
+    if not root:
+        return {"metrics": None, "history": rows, "model": model, "trainer": trainer, "out_dir": out, "files": {}}
     files["history.csv"] = write_history_csv(rows, out / "history.csv")
     files["model.npz"] = save_checkpoint(out / "model.npz", model, optimizer, trainer, run_config=cfg)
     final = final_metrics(model, backend, data, cfg)
     status = "early_stopped" if trainer.stop_reason else "completed"
-    metrics = write_metrics(out, cfg, backend, trainer, data, status, final)
+    metrics = write_metrics(out, cfg, backend, trainer, data, status, final,
+                            extra=None if dist is None else {"distributed": dist.describe()})
     files["metrics.json"] = out / "metrics.json"
     from .plots import plot_history
     title = f"{'-'.join(map(str, model.sizes))} {'/'.join(cfg['activation'])}, {cfg['optimizer']} lr {cfg['lr']:g}"

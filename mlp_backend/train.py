@@ -91,13 +91,18 @@ class Trainer:
     logs why once, ``on`` raises instead, ``off`` never captures. Elsewhere ``auto`` is
     silently eager. After :meth:`fit`, :attr:`graph_status` is one line: ``captured: ...``
     or ``eager: <reason>``.
+
+    ``dist`` (a :class:`mlp_backend.distributed.Distributed`, or None for one process)
+    trains data-parallel: the loop calls it at fixed points (weights broadcast at the
+    start of ``fit``, this rank's share of each batch, the gradient all-reduce after each
+    backward pass, the metric sums once per epoch); only rank 0 logs and draws the bar.
     """
 
     def __init__(self, model: MLP, optimizer: Optimizer, *, batch_size: int | None = 128,
                  schedule: Callable[[int], float] | None = None, seed=0, shuffle: bool = True,
                  normalizer=None, patience: int | None = None, progress: str = "auto",
                  log: Callable[[str], None] = print, callbacks: Iterable[Callable] = (),
-                 cuda_graphs: str = "auto"):
+                 cuda_graphs: str = "auto", dist=None):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None for the full batch, got {batch_size}")
         if progress not in ("auto", "bar", "lines", "none"):
@@ -108,6 +113,9 @@ class Trainer:
         self.rng = host_rng(seed)
         self.patience, self.progress, self.log = patience, progress, log
         self.callbacks = list(callbacks)
+        self.dist = dist
+        if dist is not None and not dist.root:  # distributed: only rank 0 prints
+            self.progress, self.log = "none", lambda msg: None
         self.epoch = 0
         self.history = History()
         self.best = None  # (val_loss, epoch, params) when early stopping
@@ -118,6 +126,10 @@ class Trainer:
     # ----- one epoch ------------------------------------------------------------------
     def _batches(self, n: int):
         """Index slices for one epoch: device index arrays, or None for the full batch."""
+        if self.dist is not None:  # distributed: this rank's rows of every global batch, in order
+            order, bounds, self._batch_rows = self.dist.shard_epoch(n, self.batch_size, self.rng, self.shuffle)
+            perm = self._perm = self.model.backend.asarray(order, "int64")
+            return [perm[a:b] for a, b in bounds]
         if self.batch_size is None or self.batch_size >= n:
             return [None]
         order = self.rng.permutation(n) if self.shuffle else range(n)
@@ -147,7 +159,10 @@ class Trainer:
         pos = 0
         model.reuse_buffers = ops.reuses_buffers
         try:
-            for idx in self._batches(x.shape[0]):
+            for k, idx in enumerate(self._batches(x.shape[0])):
+                if idx is not None and idx.shape[0] == 0:  # distributed: no rows for this rank (short last batch)
+                    self.optimizer.step(model.params, self.dist.allreduce_grads(None), xp)
+                    continue
                 if idx is None:
                     xb, yb, tb = self._full_batch(x), y, targets
                 else:
@@ -155,7 +170,11 @@ class Trainer:
                     xb = ops.cast_scale(ops.gather_rows(x, idx, buf[0]), model.dtype, scale, buf[1])
                     yb = None if preds is not None else ops.gather_rows(y, idx, buf[2])
                     tb = ops.gather_rows(targets, idx, buf[3]) if yb is None or targets is not y else yb
-                loss, grads, cache = model.loss_and_grads(xb, tb, self.normalizer)
+                if self.dist is None:
+                    loss, grads, cache = model.loss_and_grads(xb, tb, self.normalizer)
+                else:  # distributed: scale by 1/(global batch rows), as one process does, then sum the ranks
+                    loss, grads, cache = model.loss_and_grads(xb, tb, self.normalizer or self._batch_rows[k])
+                    grads = self.dist.allreduce_grads(grads)
                 self.optimizer.step(model.params, grads, xp)
                 l_b = loss * xb.shape[0]
                 loss_sum = l_b if loss_sum is None else loss_sum + l_b
@@ -166,7 +185,7 @@ class Trainer:
                     c_b = F.accuracy_count(cache.output, yb, xp)
                     correct = c_b if correct is None else correct + c_b
                 if bar is not None:
-                    bar.update(xb.shape[0])
+                    bar.update(xb.shape[0] if self.dist is None else self._batch_rows[k])
         finally:
             model.reuse_buffers = False
         if pos:
@@ -232,6 +251,8 @@ class Trainer:
         model = self.model
         n, has_val = x.shape[0], x_val is not None and x_val.shape[0] > 0
         self.stop_reason = ""
+        if self.dist is not None:  # distributed: every rank starts from rank 0's weights
+            self.dist.broadcast_params(model, self)
         if self.epoch < epochs:
             # the backend's epoch runner: replays a CUDA graph or runs train_epoch; kept for
             # the next fit while runner_key holds (no re-capture), freed on an exception
@@ -283,6 +304,8 @@ class Trainer:
                     vl, vc = evaluate(model, x_val, y_val)
                     sums += [vl, model.xp.astype(vc, model.dtype)]
                 values = backend.to_numpy(model.xp.stack(sums))  # the epoch's one host sync
+                if self.dist is not None:  # distributed: the training sums of all ranks (validation runs whole on each)
+                    values = self.dist.allreduce_sum(values, first=2)
                 seconds = time.perf_counter() - t0
                 row = {"epoch": self.epoch + 1, "seconds": seconds, "lr": lr,
                        "train_loss": float(values[0]) / n, "train_accuracy": float(values[1]) / n}

@@ -61,6 +61,8 @@ def graph_blocker(trainer, x, y) -> "str | None":
     model = trainer.model
     if model.backend.name != "cupy":
         return NOT_CUDA
+    if getattr(trainer, "dist", None) is not None:  # mlp_backend.distributed
+        return "distributed training: the gradients are all-reduced between the steps"
     if not model.ops.fused:
         return "the portable kernels are forced (MLP_BACKEND_PORTABLE=1 is set)"
     if y.ndim != 1 or not model.xp.isdtype(y.dtype, "integral"):
