@@ -19,8 +19,8 @@ as device scalars and does not know whether they came from a replayed graph.
 
 Re-capture rules: a runner's graph fixes what :func:`runner_key` lists -- the data
 arrays, the shapes, the batch size, the optimizer object and its hyper-parameters other
-than the learning rate, the model's architecture, dtype and device, the normaliser and
-the mode. The trainer keeps its one runner from ``fit`` to ``fit`` while that key holds
+than the learning rate, the model's architecture, dtype and device, the normaliser, the
+distributed context and the mode. The trainer keeps its one runner from ``fit`` to ``fit`` while that key holds
 (so ``fit(x, y, trainer.epoch + 1)`` called epoch by epoch captures once) and builds a new
 one, freeing the old (graph, buffers, cuBLAS handle), when it changes; ``Trainer.close()``,
 an exception inside ``fit`` or dropping the trainer frees it too, so a trainer holds at
@@ -84,7 +84,7 @@ def runner_key(trainer, x, y, mode: str) -> tuple:
     return (mode, id(x), tuple(x.shape), str(x.dtype), id(y), tuple(y.shape), str(y.dtype),
             trainer.batch_size, trainer.normalizer, id(opt), json.dumps(hyper, sort_keys=True, default=str),
             model.sizes, model.activations, model.output, model.loss_name, model.dtype_name,
-            model.backend.label)
+            model.backend.label, id(getattr(trainer, "dist", None)))
 
 
 def epoch_runner(trainer, x, y, mode: str = "auto", scale=None, log=print):
