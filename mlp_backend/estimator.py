@@ -155,6 +155,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                                       log=print if self.verbose else (lambda *_: None))
         dev = self._to_device
         self.trainer_.fit(dev(x_tr), dev(y_tr, labels=True), cfg["epochs"], dev(x_val), dev(y_val, labels=True))
+        self.trainer_.close()  # the runner would keep this fit's device copy of x alive (and a CUDA graph)
         self.history_ = list(self.trainer_.history.rows)
         self.n_epochs_ = self.trainer_.epoch
         return self

@@ -333,6 +333,7 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
         if snapshot.saved is None:
             raise
         raise TrainingInterrupted(snapshot.saved, out) from None
+    trainer.close()  # a run trains once: free its epoch runner (on CUDA the graph and its buffers)
     rows = reported_rows(trainer.history.rows, cfg["loss_report"])
     if not root:
         return {"metrics": None, "history": rows, "model": model, "trainer": trainer, "out_dir": out, "files": {}}

@@ -568,3 +568,18 @@ def test_cuda_sources_compile_with_nvrtc():
             if log:
                 failures.append(f"{k.name} ({t}):\n{log}")
     assert not failures, "\n".join(failures)
+
+
+def test_a_finished_run_and_estimator_hold_no_runner(tmp_path):
+    """train_run and MLPClassifier.fit train once: their trainers free the epoch runner (which
+    would keep the device copy of the data, and on CUDA a graph, alive) when training ends."""
+    from mlp_backend.estimator import MLPClassifier
+    from mlp_backend.run import resolve_config, train_run
+    x, y = blobs(n=200, n_features=784, n_classes=10)
+    np.savez(tmp_path / "tiny.npz", x_train=x.reshape(-1, 28, 28), y_train=y,
+             x_test=x[:50].reshape(-1, 28, 28), y_test=y[:50])
+    res = train_run(resolve_config(None, dataset=str(tmp_path / "tiny.npz"), epochs=1, hidden=[8]),
+                    tmp_path / "run", device="cpu", quiet=True)
+    assert res["trainer"]._runner is None and res["trainer"].graph_status.startswith("eager:")
+    clf = MLPClassifier(hidden=(8,), epochs=1, device="cpu").fit(x, y)
+    assert clf.trainer_._runner is None
