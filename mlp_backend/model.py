@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 from . import functional as F
 from .backends import FlatDict, flat_layout, get_backend, ops_for, to_numpy
 from .init import initialize
-from .placement import check_device
+from .backends.placement import check_device
 
 
 class Cache(NamedTuple):
@@ -173,7 +173,7 @@ class MLP:
 
         ``ops`` replaces the backend's kernels (the epoch runner passes its graph-ready ones).
         ``x`` must be on the model's device: this and the other low-level methods never
-        move data, and raise :class:`~mlp_backend.placement.DeviceMismatchError` naming
+        move data, and raise :class:`~mlp_backend.backends.placement.DeviceMismatchError` naming
         both devices otherwise (``Trainer.fit``, ``evaluate`` and the estimator copy host
         arrays for you)."""
         check_device(self.backend, x, "x")

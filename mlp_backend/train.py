@@ -19,7 +19,7 @@ from .backends import host_rng
 from .backends.graphs import check_mode, epoch_runner, runner_key
 from .model import MLP
 from .optim import Optimizer, make_schedule
-from .placement import place_inputs
+from .backends.placement import place_inputs
 
 PIXEL_SCALE = 1.0 / 255.0
 
@@ -60,7 +60,7 @@ def evaluate(model: MLP, x, y, batch_size: int = 10_000):
     scalars: divide by ``x.shape[0]`` on the host for the means. No host sync.
 
     Host (NumPy) ``x``/``y`` are copied to the model's device once, first; arrays on
-    another device raise :class:`~mlp_backend.placement.DeviceMismatchError`."""
+    another device raise :class:`~mlp_backend.backends.placement.DeviceMismatchError`."""
     x, y = place_inputs(model, x, y)
     xp = model.xp
     loss_sum = correct = None
@@ -242,7 +242,7 @@ class Trainer:
         ``x``/``y`` are uint8 pixels or floats and integer labels, on the model's device or
         host NumPy arrays, which are copied to the model's device once, here (float rows in
         the model's dtype); arrays on another device raise
-        :class:`~mlp_backend.placement.DeviceMismatchError`. Raises
+        :class:`~mlp_backend.backends.placement.DeviceMismatchError`. Raises
         :class:`TrainingDiverged` on a NaN/inf loss. On Ctrl-C every callback's
         ``on_interrupt(trainer)`` runs before the KeyboardInterrupt propagates.
         """

@@ -10,6 +10,7 @@ a buffer-reusing or fused version exists. One job per module:
 ``numpy_ops``     :class:`BufferOps` (``out=`` buffers) and the flat parameter layout
 ``cupy_ops``      :class:`CupyOps`: fused CUDA kernels; ``CupyGraphOps``: the capturable step
 ``graphs``        the epoch runner: eager, graph-ready, or one CUDA graph per epoch
+``placement``     inputs onto a model's device once, or a clear mismatch error
 ================  ====================================================================
 
 The host waits for the device only in :func:`to_numpy`, :meth:`Backend.to_float` and

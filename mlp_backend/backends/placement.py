@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import array_api_compat
 
-from .backends import Backend, BackendError, array_backend
+from .devices import Backend, BackendError, array_backend
 
 __all__ = ["DeviceMismatchError", "check_device", "on_device", "place_inputs", "to_device", "where"]
 
