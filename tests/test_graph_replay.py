@@ -238,10 +238,10 @@ def _on_fake_gpu(model):
     return model
 
 
-def _trainer(model, optimizer, batch_size, epochs, wd=0.01):
+def _trainer(model, optimizer, batch_size, epochs, wd=0.01, normalizer=None):
     opt = make_optimizer(optimizer, 0.05, wd) if isinstance(optimizer, str) else optimizer
     return Trainer(model, opt, batch_size=batch_size, schedule=make_schedule("cosine", 0.05, epochs, warmup=1),
-                   seed=1, progress="none", log=lambda *_: None)
+                   seed=1, progress="none", log=lambda *_: None, normalizer=normalizer)
 
 
 def _state(model, tr):
@@ -262,15 +262,15 @@ def _assert_close(got, want, rtol=1e-10):
     assert ga == wa
 
 
-def _fit_both(emulated, optimizer, batch_size, epochs=3, model_kw=None, wd=0.01):
+def _fit_both(emulated, optimizer, batch_size, epochs=3, model_kw=None, wd=0.01, normalizer=None):
     x, y = blobs(n=300, n_features=8, n_classes=3)
     eager = _model(**(model_kw or {}))
-    tr_e = _trainer(eager, optimizer, batch_size, epochs, wd)
+    tr_e = _trainer(eager, optimizer, batch_size, epochs, wd, normalizer)
     with pytest.MonkeyPatch.context() as mp:  # the NumPy path, as a user gets it
         mp.setattr(train_mod, "epoch_runner", lambda tr, x, y, mode, scale, log: EagerRunner(tr, x, y, "eager"))
         tr_e.fit(x, y, epochs)
     graph = _on_fake_gpu(_model(**(model_kw or {})))
-    tr_g = _trainer(graph, optimizer, batch_size, epochs, wd)
+    tr_g = _trainer(graph, optimizer, batch_size, epochs, wd, normalizer)
     tr_g.fit(x, y, epochs)
     return _state(graph, tr_g), _state(eager, tr_e), tr_g
 
@@ -293,6 +293,17 @@ def test_replayed_epochs_for_the_mse_kernels(emulated, activations, output, loss
     model_kw = dict(activations=activations, output=output, loss=loss)
     got, want, _ = _fit_both(emulated, "momentum", 64, model_kw=model_kw)
     assert (emulated.captures, emulated.launches) == (1, 3)
+    _assert_close(got, want)
+
+
+def test_replayed_epochs_of_the_paper_presets(emulated):
+    """What ``mlp-backend reproduce --device cuda`` trains: full-batch gradient descent,
+    float64, sigmoid outputs with the squared error, every gradient divided by the number
+    of input features (the printed code's quirk) instead of the rows."""
+    model_kw = dict(activations=("relu", "tanh"), output="sigmoid", loss="mse")
+    got, want, tr = _fit_both(emulated, "gd", None, epochs=4, model_kw=model_kw, wd=0.0, normalizer=8)
+    assert tr.graph_status.startswith("captured") and "full batch of 300 rows" in tr.graph_status
+    assert (emulated.captures, emulated.launches) == (1, 4)
     _assert_close(got, want)
 
 
