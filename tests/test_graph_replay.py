@@ -58,7 +58,7 @@ class Device:
         stream, records = self.capturing
         if self.current[-1] is not stream:
             raise RuntimeError(f"{what} launched on another stream while a stream captures")
-        records.append(fn)
+        records.append((what, fn))
 
     def host_only(self, what):
         if self.capturing is not None:
@@ -105,7 +105,7 @@ class Graph:
     def launch(self, stream=None):
         self.d.host_only("a graph launch")
         self.d.launches += 1
-        for fn in self.records:
+        for _, fn in self.records:
             fn()
 
 
@@ -148,8 +148,8 @@ class RecordingCublas(FakeCublas):
             raise RuntimeError("a cuBLAS call on a handle bound to another stream while a stream captures")
         item = np.dtype(dtype).itemsize
         al, be = (np.frombuffer((ctypes.c_char * item).from_address(p), dtype).copy() for p in (alpha, beta))
-        self.d.capturing[1].append(lambda: super(RecordingCublas, self)._gemm(
-            dtype, h, transa, transb, m, n, k, al.ctypes.data, A, lda, B, ldb, be.ctypes.data, C, ldc))
+        self.d.capturing[1].append(("cublas gemm", lambda: super(RecordingCublas, self)._gemm(
+            dtype, h, transa, transb, m, n, k, al.ctypes.data, A, lda, B, ldb, be.ctypes.data, C, ldc)))
 
 
 def fake_cupy(device):
@@ -353,6 +353,32 @@ def test_epoch_by_epoch_fits_capture_once_and_resume_mid_run(emulated, tmp_path)
         np.testing.assert_array_equal(gp[k], wp[k], err_msg=k)
     for k in ws:
         np.testing.assert_array_equal(gs[k], ws[k], err_msg=k)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("optimizer,wd,updates", [("sgd", 0.0, 1), ("adamw", 0.01, 2)])
+def test_what_a_captured_step_launches(emulated, depth, optimizer, wd, updates):
+    """The graph's nodes per step (what a replay costs on the GPU, where a step is ~70 us of
+    work and each node adds its launch): a softmax cross-entropy net of ``depth`` layers
+    takes 4 * depth - 1 GEMMs (per layer the forward product, the weight gradient, the bias
+    gradient as a product with a ones row, and the input gradient but for the first layer)
+    and 2 * depth + 5 kernels (the gathers of rows and of one-hot targets, a bias+activation
+    per layer, softmax, its delta, the loss sum, the argmax, an activation backward per
+    hidden layer) plus the optimizer update over the flat buffer: one launch, two with
+    weight decay (weights and biases apart). docs/gpu.md predicts the GPU epoch from these
+    counts: a change here changes it."""
+    import collections
+    x, y = blobs(n=300, n_features=8, n_classes=3)
+    sizes = (8, *(16,) * (depth - 1), 3)
+    model = _on_fake_gpu(_model(sizes=sizes, activations=("relu",) * (depth - 1), dtype="float32"))
+    tr = _trainer(model, optimizer, 64, 1, wd=wd)
+    tr.fit(x, y, 1)
+    records, steps = tr._runner.graph.records, len(tr._runner.steps)
+    kinds = collections.Counter(what for what, _ in records)
+    assert steps == 5 and kinds.pop("mlpb_fill") == 1  # the loss accumulator, once per epoch
+    assert kinds.pop("cublas gemm") == steps * (4 * depth - 1)
+    assert kinds.pop(f"mlpb_{optimizer.rstrip('w')}_dev") == steps * updates
+    assert sum(kinds.values()) == steps * (2 * depth + 5), kinds
 
 
 # ----- the emulation catches what a capture would freeze ---------------------------------------
