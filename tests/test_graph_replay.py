@@ -355,6 +355,38 @@ def test_epoch_by_epoch_fits_capture_once_and_resume_mid_run(emulated, tmp_path)
         np.testing.assert_array_equal(gs[k], ws[k], err_msg=k)
 
 
+def test_a_failed_capture_falls_back_without_a_trace(emulated, monkeypatch):
+    """A launch failing inside the capture: the capture is ended, ``auto`` logs one line and
+    trains eagerly with the bits of the NumPy path (the warm-up step's parameters and state
+    were restored), and ``on`` raises GraphUnavailable with the cause."""
+    from mlp_backend.backends.graphs import GraphUnavailable
+    real = RecordingEK.__call__
+
+    def call(self, *args):
+        if self.d.capturing is not None and self.name == "mlpb_sub_scaled":
+            raise RuntimeError("simulated launch failure during capture")
+        return real(self, *args)
+    monkeypatch.setattr(RecordingEK, "__call__", call)
+    logs = []
+    monkeypatch.setattr(train_mod, "epoch_runner", lambda tr, x, y, mode, scale, log: GraphRunner(
+        tr, x, y, scale, strict=False, log=logs.append))
+    got, want, tr = _fit_both(emulated, "adam", 64)
+    assert emulated.capturing is None and emulated.launches == 0
+    assert tr.graph_status.startswith("eager: the CUDA graph capture failed (RuntimeError: simulated")
+    assert len(logs) == 1 and logs[0].startswith("cuda graphs: eager: the CUDA graph capture failed")
+    (gp, gs, *gh), (wp, ws, *wh) = got, want
+    for k in wp:
+        np.testing.assert_array_equal(gp[k], wp[k], err_msg=k)
+    for k in ws:
+        np.testing.assert_array_equal(gs[k], ws[k], err_msg=k)
+    assert gh == wh
+    monkeypatch.setattr(train_mod, "epoch_runner", lambda tr, x, y, mode, scale, log: GraphRunner(
+        tr, x, y, scale, strict=True, log=logs.append))
+    with pytest.raises(GraphUnavailable, match="simulated launch failure during capture"):
+        _fit_both(emulated, "adam", 64)
+    assert emulated.capturing is None
+
+
 @pytest.mark.parametrize("depth", [1, 3])
 @pytest.mark.parametrize("optimizer,wd,updates", [("sgd", 0.0, 1), ("adamw", 0.01, 2)])
 def test_what_a_captured_step_launches(emulated, depth, optimizer, wd, updates):
