@@ -198,8 +198,15 @@ class ContextDevice(str):
 
 @pytest.fixture
 def emulated(monkeypatch):
-    """Trainers of models made with ``make(...)`` train through GraphRunner on the fake
-    CUDA device; returns (make, device)."""
+    """Every Trainer trains through GraphRunner (``cuda_graphs='on'``) on the emulated
+    device, for models moved there by :func:`_on_fake_gpu`; returns the :class:`Device`."""
+    return install_emulation(monkeypatch)
+
+
+def install_emulation(monkeypatch):
+    """The fake ``cupy`` and ``nvmath`` in ``sys.modules`` and the patches of the fixture
+    above, undone by ``monkeypatch``; returns the :class:`Device`
+    (benchmarks/capture_host_cost.py uses it too)."""
     device = Device()
     cublas = RecordingCublas(device)
     nvmath = types.ModuleType("nvmath")
@@ -234,6 +241,7 @@ def _model(sizes=(8, 16, 12, 3), activations=("relu", "tanh"), output="softmax",
 
 
 def _on_fake_gpu(model):
+    """``model`` (made on the CPU) as if on the emulated device: its device usable as ``with``."""
     model.backend = dataclasses.replace(model.backend, device=ContextDevice("cpu"))
     return model
 
@@ -446,3 +454,17 @@ def test_the_emulation_catches_host_work_frozen_into_the_graph(emulated, monkeyp
     got, want, _ = _fit_both(emulated, "sgd", 64)
     with pytest.raises(AssertionError):
         _assert_close(got, want)
+
+
+def test_the_capture_host_cost_benchmark_runs(capsys):
+    """benchmarks/capture_host_cost.py (docs/gpu.md's prediction of the capture epoch), small."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "capture_host_cost.py"
+    spec = importlib.util.spec_from_file_location("capture_host_cost", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--rows", "600", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("5 steps, 116 nodes") == 3, out  # 23 per step and the loss accumulator's reset
+    assert "cupy" not in sys.modules or getattr(sys.modules["cupy"], "__file__", None)  # the fake is gone
