@@ -68,6 +68,7 @@ class Device:
 class Stream:
     def __init__(self, device, non_blocking=False):
         self.d, self.ptr = device, id(self)
+        self.waited_for = []  # the streams whose events this one waited for, in order
 
     def __enter__(self):
         self.d.current.append(self)
@@ -78,10 +79,11 @@ class Stream:
 
     def record(self):
         self.d.host_only("an event record")  # not captured by this emulation (the runner needs none)
-        return types.SimpleNamespace(synchronize=lambda: None)
+        return types.SimpleNamespace(synchronize=lambda: None, stream=self)
 
     def wait_event(self, event):
         self.d.host_only("a stream wait")
+        self.waited_for.append(event.stream)
 
     def begin_capture(self):
         if self.d.capturing is not None:
@@ -393,6 +395,22 @@ def test_a_failed_capture_falls_back_without_a_trace(emulated, monkeypatch):
     with pytest.raises(GraphUnavailable, match="simulated launch failure during capture"):
         _fit_both(emulated, "adam", 64)
     assert emulated.capturing is None
+
+
+def test_the_streams_wait_for_each_other(emulated):
+    """The runner's stream waits for the caller's before it makes its buffers and before
+    every epoch; the caller's waits for the runner's after both (the parameters are views
+    of buffers the runner's stream wrote). Only the order of the waits is checked here."""
+    x, y = blobs(n=300, n_features=8, n_classes=3)
+    model = _on_fake_gpu(_model())
+    tr = _trainer(model, "sgd", 64, 2)
+    caller = emulated.default
+    runner = GraphRunner(tr, x, y, 1 / 255, strict=True)
+    assert runner.stream.waited_for == [caller] and caller.waited_for == [runner.stream]
+    runner.run()
+    runner.run()
+    assert runner.stream.waited_for == [caller] * 3 and caller.waited_for == [runner.stream] * 3
+    runner.close()
 
 
 @pytest.mark.parametrize("depth", [1, 3])

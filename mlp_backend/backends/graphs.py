@@ -308,6 +308,9 @@ class GraphRunner(StaticRunner):
             except BaseException:
                 ops.close()
                 raise
+            # ... and the caller's stream waits for them: whatever it does next with the
+            # parameters (now views of the flat buffers made here) or the data comes after
+            cupy.cuda.get_current_stream().wait_event(self.stream.record())
         self.status = self._describe("captured (at the first epoch)" if self.capture else
                                      "eager (graph-ready steps, capture switched off)")
 
