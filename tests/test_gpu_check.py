@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.sh and fetch_gpu_wheels.sh: valid shell, and where there is no GPU,
 the check stops at once, before running anything, with a message that says why (and the
-reason in summary.json). The GPU parts themselves only run on a GPU machine."""
+reason in summary.json); on a fake GPU the whole flow runs to its summary. The GPU parts
+themselves only do their work on a GPU machine."""
 import json
 import os
 import shutil
@@ -71,3 +72,34 @@ def test_no_cupy_stops_at_once(tmp_path):
     assert r.returncode == 2 and "CuPy is missing or sees no GPU" in r.stderr
     assert "No module named cupy" in (out / "setup.log").read_text()
     assert not (out / "pytest.log").exists()
+
+
+def test_the_whole_flow_on_a_fake_gpu(tmp_path):
+    """Past the checks, on a machine that only pretends to have a GPU (an nvidia-smi that
+    answers, a CuPy that imports and counts one device): every part runs under its limit
+    and fails or finds nothing to test, as it must here, and the summary still comes out
+    -- each part's status, pytest's counts from its JUnit report, the versions -- with the
+    logs, at most 8 files (what the device tool brings back), and exit 1."""
+    fake = tmp_path / "fake"
+    (fake / "cupy" / "cuda").mkdir(parents=True)
+    _exe(fake / "nvidia-smi", "#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB'\n")
+    (fake / "cupy" / "__init__.py").write_text("__version__ = '0.0-fake'\nfrom . import cuda\n")
+    (fake / "cupy" / "cuda" / "__init__.py").write_text(
+        "class runtime:\n    @staticmethod\n    def getDeviceCount():\n        return 1\n")
+    python = _exe(fake / "python", f"#!/bin/sh\nexport PYTHONPATH=\"{fake}${{PYTHONPATH:+:$PYTHONPATH}}\"\n"
+                                   f"exec {sys.executable} \"$@\"\n")
+    r, out = _check(tmp_path, f"{fake}:{os.environ['PATH']}", python)
+    assert r.returncode == 1, r.stdout + r.stderr
+    files = {p.name for p in out.iterdir()}
+    assert {"summary.json", "nvidia-smi.txt", "setup.log", "pytest.log", "train.log", "bench.log"} <= files
+    assert len(files) <= 8
+    summary = json.loads((out / "summary.json").read_text())
+    parts = summary["parts"]
+    assert list(parts) == ["pytest", "train", "bench"]
+    assert parts["pytest"]["status"].startswith(("failed: no GPU test ran", "timed out")), parts
+    assert parts["train"]["status"] == parts["bench"]["status"] == "failed", parts
+    assert all(p["seconds"] <= p["limit_seconds"] + 3 for p in parts.values()), parts
+    assert summary["versions"]["cupy"] == "0.0-fake"
+    if summary["pytest_gpu"]["source"] == "junit":
+        assert summary["pytest_gpu"]["passed"] == 0 and summary["pytest_gpu"]["skipped"] > 100
+    assert "all results in" in r.stdout and "pytest -m gpu:" in r.stdout
