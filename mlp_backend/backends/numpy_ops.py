@@ -242,15 +242,23 @@ class BufferOps(PortableOps):
     def _tmp(self, tmp, like):
         return tmp if tmp is not None else self.m.empty_like(like)
 
-    def sgd_(self, w, g, lr, wd=0.0, tmp=None):
-        m, t = self.m, self._tmp(tmp, w)
-        if wd:
-            m.multiply(w, wd, out=t)
-            m.add(t, g, out=t)
+    def _descend_(self, w, t, lr, x, c=None, y=None):
+        """``w -= lr * (x * c + y)``, or ``w -= lr * x`` without ``c``, through the scratch ``t``."""
+        m = self.m
+        if c is not None:
+            m.multiply(x, c, out=t)
+            m.add(t, y, out=t)
             m.multiply(t, lr, out=t)
         else:
-            m.multiply(g, lr, out=t)
+            m.multiply(x, lr, out=t)
         m.subtract(w, t, out=w)
+
+    def sgd_(self, w, g, lr, wd=0.0, tmp=None):
+        t = self._tmp(tmp, w)
+        if wd:
+            self._descend_(w, t, lr, w, wd, g)
+        else:
+            self._descend_(w, t, lr, g)
 
     def momentum_(self, w, v, g, lr, mu, wd=0.0, nesterov=False, tmp=None):
         m, t = self.m, self._tmp(tmp, w)
@@ -259,12 +267,9 @@ class BufferOps(PortableOps):
         m.multiply(v, mu, out=v)
         m.add(v, g, out=v)
         if nesterov:
-            m.multiply(v, mu, out=t)
-            m.add(t, g, out=t)
-            m.multiply(t, lr, out=t)
+            self._descend_(w, t, lr, v, mu, g)
         else:
-            m.multiply(v, lr, out=t)
-        m.subtract(w, t, out=w)
+            self._descend_(w, t, lr, v)
 
     def adam_(self, w, m_, v, g, lr, b1, b2, eps, step, wd=0.0, decoupled=False, tmp=None, decay=None):
         """``decay`` (AdamW's ``1 - lr * wd``, computed by the caller) defaults to that product."""
