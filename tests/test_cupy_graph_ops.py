@@ -627,6 +627,15 @@ class DevH2D(np.ndarray):
         return types.SimpleNamespace(ptr=self.ctypes.data, copy_from_host_async=copy_from_host_async)
 
 
+def pointer_views(monkeypatch, h2d=DevH2D):
+    """CupyGraphOps.gemm and copy_in on NumPy buffers, which have no ``.data.ptr``: they get
+    views of the same memory that do (``h2d`` for copy_in's destination)."""
+    real_gemm, real_copy_in = co.CupyGraphOps.gemm, co.CupyGraphOps.copy_in
+    monkeypatch.setattr(co.CupyGraphOps, "gemm", lambda self, a, b, out, ta=False, tb=False: (
+        real_gemm(self, a.view(Dev), b.view(Dev), out.view(Dev), ta, tb), out)[1])
+    monkeypatch.setattr(co.CupyGraphOps, "copy_in", lambda self, dst, host: real_copy_in(self, dst.view(h2d), host))
+
+
 @pytest.mark.parametrize("optimizer,batch_size", [("adamw", 64), ("nesterov", 64), ("sgd", None)])
 def test_static_runner_epochs_on_graph_ops(fake, monkeypatch, optimizer, batch_size):
     """Trainer.fit through the graph-ready StaticRunner with CupyGraphOps (its kernels run
@@ -644,10 +653,7 @@ def test_static_runner_epochs_on_graph_ops(fake, monkeypatch, optimizer, batch_s
     ops.m.cuda = types.SimpleNamespace(alloc_pinned_memory=lambda n: bytearray(n))
     ops.m.take, ops.m.copyto = np.take, np.copyto  # CuPy's, used outside the steps
     ops.stream.record = lambda: types.SimpleNamespace(synchronize=lambda: None)
-    real_gemm, real_copy_in = co.CupyGraphOps.gemm, co.CupyGraphOps.copy_in
-    monkeypatch.setattr(co.CupyGraphOps, "gemm", lambda self, a, b, out, ta=False, tb=False: (
-        real_gemm(self, a.view(Dev), b.view(Dev), out.view(Dev), ta, tb), out)[1])
-    monkeypatch.setattr(co.CupyGraphOps, "copy_in", lambda self, dst, host: real_copy_in(self, dst.view(DevH2D), host))
+    pointer_views(monkeypatch)
 
     def fit(graph_ops):
         if graph_ops:
