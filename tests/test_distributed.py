@@ -205,6 +205,38 @@ def test_ranks_reruns_the_command_under_mpiexec(tiny, monkeypatch, capsys, job_c
     assert ("ended with exit code 9: a rank exited or was killed" in err) == (job_code == 9)
 
 
+# ----- aborting: the message reaches the launcher first (no MPI) --------------------------
+
+@pytest.mark.skipif(os.name != "posix", reason="FIONREAD on a pipe is POSIX")
+def test_an_abort_waits_until_its_message_is_read():
+    """A rank's stderr is a pipe to mpiexec; MPI_Abort ends the job at once, so abort()
+    waits until the reader has taken every byte (here: a reader that starts 0.2 s late)."""
+    import threading
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as reader, os.fdopen(w, "w") as writer:
+        writer.write("error on rank 1 of 2: boom\n")
+        writer.flush()
+        got = []
+        late = threading.Timer(0.2, lambda: got.append(os.read(reader.fileno(), 1 << 16)))
+        late.start()
+        waited = distributed._wait_until_read([writer], timeout=30)
+        late.join()
+        assert got == [b"error on rank 1 of 2: boom\n"]
+        assert 0.15 <= waited < 30  # returned once read: not at once, not at the limit
+
+
+def test_an_abort_waits_at_most_its_limit_and_never_for_a_file(tmp_path):
+    r, w = os.pipe()
+    with os.fdopen(r, "rb"), os.fdopen(w, "w") as writer:
+        writer.write("nobody reads this\n")
+        writer.flush()
+        assert 0.3 <= distributed._wait_until_read([writer], timeout=0.3) < 30
+    with open(tmp_path / "log", "w") as f:  # a file (or a terminal) is written when written
+        f.write("x\n")
+        f.flush()
+        assert distributed._wait_until_read([f, object()], timeout=30) < 30
+
+
 # ----- mpiexec -n 2 -----------------------------------------------------------------------
 
 _two_ranks = {}
