@@ -208,7 +208,10 @@ def test_ranks_reruns_the_command_under_mpiexec(tiny, monkeypatch, capsys, job_c
 
 # ----- aborting: the message reaches the launcher first (no MPI) --------------------------
 
-@pytest.mark.skipif(os.name != "posix", reason="FIONREAD on a pipe is POSIX")
+posix_only = pytest.mark.skipif(os.name != "posix", reason="FIONREAD on a pipe is POSIX")
+
+
+@posix_only
 def test_an_abort_waits_until_its_message_is_read():
     """A rank's stderr is a pipe to mpiexec; MPI_Abort ends the job at once, so abort()
     waits until the reader has taken every byte (here: a reader that starts 0.2 s late)."""
@@ -228,6 +231,7 @@ def test_an_abort_waits_until_its_message_is_read():
         assert returned >= read_at  # not before the reader had it
 
 
+@posix_only
 def test_an_abort_waits_at_most_its_limit_and_never_for_a_file(tmp_path):
     r, w = os.pipe()
     with os.fdopen(r, "rb"), os.fdopen(w, "w") as writer:
