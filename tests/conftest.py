@@ -34,6 +34,19 @@ MATRIX = [
 TOL = {"float64": 1e-9, "float32": 2e-4}
 
 
+def hide_module(monkeypatch, top: str) -> None:
+    """Make ``import top`` (and ``import top.anything``) raise ImportError for this test, as
+    on a machine without that package, even where it is installed or already imported."""
+    import builtins
+    real_import = builtins.__import__
+
+    def refuse(name, *a, **k):
+        if name == top or name.startswith(top + "."):
+            raise ImportError(f"No module named '{top}'")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", refuse)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _pin_default_device():
     """The suite is hermetic: a test that names no device runs on NumPy (``cpu``), whatever

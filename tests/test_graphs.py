@@ -19,7 +19,7 @@ from mlp_backend.backends.graphs import GraphRunner, GraphUnavailable, StaticRun
 from mlp_backend.optim import OPTIMIZERS, make_optimizer, make_schedule
 from mlp_backend.train import Trainer
 
-from conftest import TOL, blobs, needs_gpu
+from conftest import TOL, blobs, hide_module, needs_gpu
 
 PKG = pathlib.Path(mb.__file__).parent
 SCHEDULES = {"constant": dict(name="constant"), "step": dict(name="step", step_size=2, gamma=0.5),
@@ -439,15 +439,8 @@ def test_fit_epoch_by_epoch_captures_once(monkeypatch, optimizer):
 
 @gpu
 def test_auto_falls_back_cleanly_without_nvmath(monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def no_nvmath(name, *a, **k):
-        if name == "nvmath" or name.startswith("nvmath."):
-            raise ImportError("No module named 'nvmath'")
-        return real_import(name, *a, **k)
     off = _state(*_fit("cuda", "float32", "adam", cuda_graphs="off"))
-    monkeypatch.setattr(builtins, "__import__", no_nvmath)
+    hide_module(monkeypatch, "nvmath")
     logs = []
     model, opt, tr = _fit("cuda", "float32", "adam", log=logs.append)
     assert tr.graph_status.startswith("eager: nvmath-python is not usable"), tr.graph_status

@@ -12,7 +12,7 @@ from mlp_backend import functional as F
 from mlp_backend.gradcheck import check_gradients
 from mlp_backend.train import Trainer, TrainingDiverged, fit
 
-from conftest import MATRIX, TOL, blobs, needs_torch
+from conftest import MATRIX, TOL, blobs, hide_module, needs_torch
 from test_core import HEADS, HIDDEN, batch, sizes_for
 
 PKG = pathlib.Path(mb.__file__).parent
@@ -284,14 +284,7 @@ def test_unknown_device_message():
 
 
 def test_missing_cupy_names_the_extra(monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def no_cupy(name, *a, **k):
-        if name == "cupy" or name.startswith("cupy."):
-            raise ImportError("No module named 'cupy'")
-        return real_import(name, *a, **k)
-    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    hide_module(monkeypatch, "cupy")
     with pytest.raises(mb.BackendError, match=r"needs CuPy, which is not installed.*mlp-backend\[cuda12\]"):
         mb.get_backend("cuda")
     assert mb.get_backend("auto").name == "numpy"  # auto falls back to the CPU
