@@ -33,9 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     import mlp_backend as mb
-    from mlp_backend.backends.graphs import GraphRunner
+    from mlp_backend.training.runner import GraphRunner
     from mlp_backend.optim import make_optimizer
-    from mlp_backend.train import Trainer
+    from mlp_backend.training.trainer import Trainer
     from test_graph_replay import _on_fake_gpu, install_emulation
 
     rng = np.random.default_rng(0)

@@ -40,7 +40,7 @@ done
 src=$("$PYTHON" -c 'from mlp_backend.data import cache_path; print(cache_path("mnist"))' 2>/dev/null || true)
 if [ -z "$src" ] || [ ! -f "$src" ]; then
     echo "MNIST is not cached; fetching it once (mlp-backend data fetch mnist) ..."
-    "$PYTHON" -m mlp_backend.cli data fetch mnist
+    "$PYTHON" -m mlp_backend.apps.cli data fetch mnist
     src=$("$PYTHON" -c 'from mlp_backend.data import cache_path; print(cache_path("mnist"))')
 fi
 cp "$src" "$DATA/mnist.npz"

@@ -111,7 +111,7 @@ fi
     >>"$RESULTS/setup.log" 2>&1 ||
     echo "gpu_check: MNIST is not cached (see setup.log) and may not be fetchable here: bring .gl/mnist.npz along" | tee -a "$RESULTS/setup.log" >&2
 "$PYTHON" -c 'import json, platform, numpy
-from mlp_backend.bench_gpu import gpu_environment
+from mlp_backend.studies.bench_gpu import gpu_environment
 env = {"python": platform.python_version(), "numpy": numpy.__version__, **gpu_environment()}
 for mod in ("array_api_compat", "array_api_strict"):
     env[mod] = __import__(mod).__version__
@@ -123,10 +123,10 @@ unset MLP_BACKEND_DEVICE  # each test names its device
 run_part pytest "$(slot 90 120)" "$RESULTS/pytest.log" \
     "$PYTHON" -m pytest -m gpu -v -p no:cacheprovider -o addopts="" -rfEs --junitxml="$WORK/junit.xml"
 run_part train "$(slot 40 100)" "$RESULTS/train.log" \
-    "$PYTHON" -m mlp_backend.cli train --device cuda --out "$WORK/train"
+    "$PYTHON" -m mlp_backend.apps.cli train --device cuda --out "$WORK/train"
 cp "$WORK/train/metrics.json" "$RESULTS/train_metrics.json" 2>/dev/null
 run_part bench "$(slot 600 5)" "$RESULTS/bench.log" \
-    "$PYTHON" -m mlp_backend.bench --device cuda --repeats "${BENCH_REPEATS:-5}" --json "$RESULTS/bench.json"
+    "$PYTHON" -m mlp_backend.studies.bench --device cuda --repeats "${BENCH_REPEATS:-5}" --json "$RESULTS/bench.json"
 
 # ----- 4. the summary ----------------------------------------------------------------------
 parts=$(for k in pytest train bench; do printf '%s %s %s %s\n' "$k" "${RC[$k]}" "${SECS[$k]}" "${LIMIT[$k]}"; done)

@@ -5,7 +5,7 @@ presets are checked against. Everything is as printed, except where the printed 
 cannot run; each such fix is marked ``# FIX:``. Notebook display lines (``df.head()``,
 bare expressions, ``plt.imshow``) are left out.
 
-What the printed code does, read line by line (the presets in mlp_backend/presets.py
+What the printed code does, read line by line (the presets in mlp_backend/training/presets.py
 follow it; docs/reproduction.md reports the consequences):
 
 1. ``'he'`` and ``'lecun'`` are the same draw, ``np.random.randn(fan_in, fan_out)``: no

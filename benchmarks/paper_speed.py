@@ -8,7 +8,7 @@ same machine's CPU). The result names both devices (``ours_device``, ``paper_dev
 One epoch is what the printed ``train_neural_network`` does per epoch with validation
 data: forward on the training rows, loss and accuracy, backpropagation and update,
 forward on the validation rows. Both sides use float64 and the same rows. Ours is a
-persistent :class:`~mlp_backend.train.Trainer` advanced one epoch at a time (the pixel
+persistent :class:`~mlp_backend.training.trainer.Trainer` advanced one epoch at a time (the pixel
 scaling is done once, as the printed code scales ``X`` once); the printed side calls
 ``train_neural_network(num_epochs=1)``, whose weight draw costs ~1 ms.
 
@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper_code  # noqa: E402
 
-from mlp_backend.presets import PRESETS  # noqa: E402
-from mlp_backend.reproduce import build, load_pool  # noqa: E402
+from mlp_backend.training.presets import PRESETS  # noqa: E402
+from mlp_backend.studies.reproduce import build, load_pool  # noqa: E402
 
 
 def paper_arrays(n_rows: int, seed: int = 0):

@@ -13,13 +13,13 @@ trainer splits every batch of 128 over them, and rank 0 alone prints and saves.
 """
 import argparse
 
-from mlp_backend.backend import get_backend
-from mlp_backend.checkpoint import load_checkpoint, save_checkpoint
+from mlp_backend.backends import get_backend
+from mlp_backend.training.checkpoint import load_checkpoint, save_checkpoint
 from mlp_backend.data import load_dataset, train_val_split
-from mlp_backend.distributed import init as init_distributed
+from mlp_backend.training.distributed import init as init_distributed
 from mlp_backend.model import MLP
 from mlp_backend.optim import make_optimizer, make_schedule
-from mlp_backend.train import Trainer, evaluate
+from mlp_backend.training.trainer import Trainer, evaluate
 
 
 def main():

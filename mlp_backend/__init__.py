@@ -9,19 +9,19 @@ the process.
 """
 from importlib import import_module
 
-from .backends import Backend, BackendError, get_backend, use, to_numpy, cuda_available
-from .model import MLP
-from .optim import make_optimizer, make_schedule, OPTIMIZERS
-from .init import initialize, INITIALIZERS
+from mlp_backend.backends import Backend, BackendError, get_backend, use, to_numpy, cuda_available
+from mlp_backend.model import MLP
+from mlp_backend.optim import make_optimizer, make_schedule, OPTIMIZERS
+from mlp_backend.init import initialize, INITIALIZERS
 
 __version__ = "0.1.0"
 
 # Heavier modules load on first use, so `import mlp_backend` stays quick.
 _LAZY = {
-    "train": "mlp_backend.train", "fit": "mlp_backend.train", "History": "mlp_backend.train",
-    "MLPClassifier": "mlp_backend.estimator",
+    "train": "mlp_backend.training.trainer", "fit": "mlp_backend.training.trainer", "History": "mlp_backend.training.trainer",
+    "MLPClassifier": "mlp_backend.interop.estimator",
     "load_dataset": "mlp_backend.data", "Dataset": "mlp_backend.data", "DataError": "mlp_backend.data",
-    "save_checkpoint": "mlp_backend.checkpoint", "load_checkpoint": "mlp_backend.checkpoint",
+    "save_checkpoint": "mlp_backend.training.checkpoint", "load_checkpoint": "mlp_backend.training.checkpoint",
     "check_gradients": "mlp_backend.gradcheck",
 }
 

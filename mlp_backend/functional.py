@@ -155,7 +155,7 @@ def output_delta(output: str, loss: str, z, a, y, xp, normalizer=None):
     """dL/dz at the output layer.
 
     ``normalizer`` replaces the sample count n in the loss's mean (the paper's printed
-    code divides by the feature count instead: see :mod:`mlp_backend.presets`).
+    code divides by the feature count instead: see :mod:`mlp_backend.training.presets`).
     """
     n = a.shape[0]
     if (output, loss) in FUSED:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np  # host-side: perturbations are made on host copies
 
-from .model import MLP
+from mlp_backend.model import MLP
 
 
 def numerical_gradients(model: MLP, x, y, eps: float = 1e-6, max_entries: int | None = None,

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-from . import functional as F
-from .backends import FlatDict, flat_layout, get_backend, ops_for, to_numpy
-from .init import initialize
-from .backends.placement import check_device
+from mlp_backend import functional as F
+from mlp_backend.backends import FlatDict, flat_layout, get_backend, ops_for, to_numpy
+from mlp_backend.init import initialize
+from mlp_backend.backends.placement import check_device
 
 
 class Cache(NamedTuple):
@@ -52,7 +52,7 @@ class MLP:
     loss : ``cross_entropy`` (needs softmax) or ``mse`` (the paper's).
     init : initialiser name (:mod:`mlp_backend.init`).
     dtype : ``float32`` (default) or ``float64``.
-    device : a device string or :class:`~mlp_backend.backend.Backend`.
+    device : a device string or :class:`~mlp_backend.backends.Backend`.
     seed : int or ``numpy.random.Generator`` for the initial weights.
     params : host or device arrays to use instead of drawing new ones.
     """
@@ -147,7 +147,7 @@ class MLP:
 
     @property
     def ops(self):
-        """The backend's kernels (:mod:`mlp_backend.backend`): buffer-reusing on NumPy,
+        """The backend's kernels (:mod:`mlp_backend.backends`): buffer-reusing on NumPy,
         fused on CuPy, plain Array-API expressions elsewhere."""
         return ops_for(self.xp)
 

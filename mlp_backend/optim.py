@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .backends import get_backend, ops_for
+from mlp_backend.backends import get_backend, ops_for
 
 
 class Optimizer:
@@ -61,7 +61,7 @@ class Optimizer:
     def step(self, params: dict, grads: dict, xp) -> None:
         """One update of every parameter in ``params`` (in place).
 
-        Where ``params`` and ``grads`` are :class:`~mlp_backend.backend.FlatDict` views of
+        Where ``params`` and ``grads`` are :class:`~mlp_backend.backends.FlatDict` views of
         two flat buffers with one layout (the training loop's buffer-reusing path), the
         update runs on the flat buffers: one kernel sequence for all weights (decayed) and
         one for all biases, instead of one per parameter. Same arithmetic either way."""

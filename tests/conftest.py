@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from mlp_backend.backend import ENV_DEVICE, BackendError, cuda_available, get_backend
+from mlp_backend.backends import ENV_DEVICE, BackendError, cuda_available, get_backend
 
 try:
     import torch  # noqa: F401

@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from mlp_backend.backend import get_backend
+from mlp_backend.backends import get_backend
 from mlp_backend.model import MLP
 from mlp_backend.optim import make_optimizer
-from mlp_backend.train import Trainer
+from mlp_backend.training.trainer import Trainer
 
 EPOCHS = 4
 # (name, optimizer, options, dtype, batch size or None for the full batch, rows).
@@ -76,7 +76,7 @@ def main():
     scenario, out = sys.argv[1], sys.argv[2]
     device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
     from mpi4py import MPI
-    from mlp_backend import distributed
+    from mlp_backend.training import distributed
     dist = distributed.init(MPI.COMM_WORLD)  # also under mpiexec -n 1 (the one-rank NCCL check)
     if scenario == "equivalence":
         saved, identical = {}, {}

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from mlp_backend import bench as B
-from mlp_backend import bench_gpu as G
-from mlp_backend import cli
-from mlp_backend.train import Trainer
+from mlp_backend.studies import bench as B
+from mlp_backend.studies import bench_gpu as G
+from mlp_backend.apps import cli
+from mlp_backend.training.trainer import Trainer
 
 from conftest import GPU_OK, HAVE_TORCH, blobs, needs_gpu, needs_torch
 

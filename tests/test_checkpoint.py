@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import MATRIX, blobs
-from mlp_backend.backend import get_backend
-from mlp_backend.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from mlp_backend.backends import get_backend
+from mlp_backend.training.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from mlp_backend.model import MLP
 from mlp_backend.optim import make_optimizer, make_schedule
-from mlp_backend.train import Trainer
+from mlp_backend.training.trainer import Trainer
 
 SIZES = [8, 7, 5, 3]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlp_backend import cli
-from mlp_backend.checkpoint import load_checkpoint
+from mlp_backend.apps import cli
+from mlp_backend.training.checkpoint import load_checkpoint
 
 FAST = ["--hidden", "16", "--batch-size", "64", "--quiet"]
 
@@ -92,7 +92,7 @@ def test_preset_quirks_and_overrides(tiny, tmp_path):
 
 
 def test_divergence_exits_3_with_one_line(tiny, tmp_path):
-    cmd = [sys.executable, "-m", "mlp_backend.cli", "train", "--dataset", str(tiny), "--out", str(tmp_path),
+    cmd = [sys.executable, "-m", "mlp_backend.apps.cli", "train", "--dataset", str(tiny), "--out", str(tmp_path),
            "--activation", "identity", "--output", "identity", "--loss", "mse", "--optimizer", "sgd",
            "--lr", "10", "--schedule", "constant", "--epochs", "5", *FAST]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -107,7 +107,7 @@ def test_ctrl_c_saves_checkpoint_and_resume_matches(tiny, tmp_path, monkeypatch,
     args = ["train", "--dataset", str(tiny), "--epochs", "4", *FAST]
     assert cli.main([*args, "--out", str(tmp_path / "straight")]) == 0
 
-    from mlp_backend.train import Trainer
+    from mlp_backend.training.trainer import Trainer
     real = Trainer.train_epoch
     calls = []
 
@@ -231,21 +231,21 @@ def test_data_and_info(tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_plugin_subcommands(monkeypatch, capsys):
-    fake = types.ModuleType("mlp_backend.reproduce")
+    fake = types.ModuleType("mlp_backend.studies.reproduce")
 
     def register(sub):
         p = sub.add_parser("reproduce", help="fake")
         p.set_defaults(func=lambda args: print("reproduced") or 0)
 
     fake.register = register
-    monkeypatch.setitem(sys.modules, "mlp_backend.reproduce", fake)
+    monkeypatch.setitem(sys.modules, "mlp_backend.studies.reproduce", fake)
     assert cli.main(["reproduce"]) == 0
     assert "reproduced" in capsys.readouterr().out
     # a missing module is skipped; an ImportError *inside* a plugin is not swallowed
     real = cli.importlib.import_module
 
     def fake_import(name):
-        if name == "mlp_backend.bench":
+        if name == "mlp_backend.studies.bench":
             raise ModuleNotFoundError("No module named 'somedep'", name="somedep")
         return real(name)
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from mlp_backend import cli
-from mlp_backend.checkpoint import load_checkpoint
-from mlp_backend.run import RUN_FILES, unused_dir
+from mlp_backend.apps import cli
+from mlp_backend.training.checkpoint import load_checkpoint
+from mlp_backend.training.run import RUN_FILES, unused_dir
 from test_cli import tiny  # noqa: F401  (the module-scoped synthetic data set fixture)
 
 FAST = ["--hidden", "16", "--batch-size", "64", "--device", "cpu"]
@@ -89,7 +89,7 @@ def test_default_output_directories_never_collide(tmp_path):
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
 def test_sigterm_saves_a_loadable_checkpoint_and_exits_143(tiny, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "mlp_backend.cli", "train", "--dataset", str(tiny), "--out", str(out),
+    cmd = [sys.executable, "-m", "mlp_backend.apps.cli", "train", "--dataset", str(tiny), "--out", str(out),
            "--epochs", "100000", "--schedule", "constant", *FAST]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

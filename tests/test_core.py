@@ -6,7 +6,7 @@ import pytest
 
 import mlp_backend as mb
 from mlp_backend import functional as F
-from mlp_backend.backend import to_numpy
+from mlp_backend.backends import to_numpy
 from mlp_backend.gradcheck import check_gradients
 
 from conftest import MATRIX, TOL

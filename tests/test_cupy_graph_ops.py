@@ -643,8 +643,8 @@ def test_static_runner_epochs_on_graph_ops(fake, monkeypatch, optimizer, batch_s
     events faked): the epochs of the NumPy path, with a partial last batch, a fresh shuffle
     per epoch, the schedule's learning rates from the device table, the loss and accuracy."""
     import mlp_backend as mb
-    from mlp_backend import train as train_mod
-    from mlp_backend.backends.graphs import StaticRunner
+    from mlp_backend.training import trainer as train_mod
+    from mlp_backend.training.runner import StaticRunner
     from mlp_backend.optim import make_optimizer, make_schedule
     from conftest import blobs
 
@@ -666,7 +666,7 @@ def test_static_runner_epochs_on_graph_ops(fake, monkeypatch, optimizer, batch_s
                      seed=1, progress="none", log=lambda *_: None)
         tr.fit(x, y, 3)
         return model.host_params(), tr.history
-    from mlp_backend.train import Trainer
+    from mlp_backend.training.trainer import Trainer
     want_p, want_h = fit(False)
     got_p, got_h = fit(True)
     for k in want_p:
@@ -681,7 +681,7 @@ def test_no_garbage_collection_during_a_capture():
     the collector off and restores it afterwards, also when the capture fails."""
     import contextlib
     import gc
-    from mlp_backend.backends.graphs import GraphRunner
+    from mlp_backend.training.runner import GraphRunner
     seen = []
 
     class Stream:

@@ -1,4 +1,4 @@
-"""Data-parallel training (mlp_backend.distributed): sharding, launching and failures
+"""Data-parallel training (mlp_backend.training.distributed): sharding, launching and failures
 without MPI; with ``mpiexec -n 2`` (``mpi`` marker, skipped where mpi4py or mpiexec is
 missing), 2 ranks x B/2 rows against 1 process x B, resume across rank counts, and a
 failing, hanging or dying rank ending the job.
@@ -18,10 +18,11 @@ import pytest
 
 import mpi_worker
 from conftest import needs_gpu, needs_torch
-from mlp_backend import cli, distributed
-from mlp_backend.checkpoint import load_checkpoint
-from mlp_backend.distributed import Distributed, shard_bounds
-from mlp_backend.train import Trainer
+from mlp_backend.apps import cli
+from mlp_backend.training import distributed
+from mlp_backend.training.checkpoint import load_checkpoint
+from mlp_backend.training.distributed import Distributed, shard_bounds
+from mlp_backend.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(Path(mpi_worker.__file__).resolve())
@@ -140,7 +141,7 @@ FAST = ["--hidden", "12", "--batch-size", "49", "--dtype", "float64", "--schedul
 
 @pytest.mark.parametrize("ranks", [[], ["--ranks", "1"]])
 def test_one_process_never_imports_mpi(tiny, tmp_path, ranks):
-    code = ("import sys; from mlp_backend.cli import main; "
+    code = ("import sys; from mlp_backend.apps.cli import main; "
             f"rc = main(['train', '--dataset', {str(tiny)!r}, '--epochs', '1', '--out', {str(tmp_path)!r}, "
             f"*{FAST!r}, *{ranks!r}]); "
             "assert rc == 0, rc; bad = [m for m in sys.modules if m.startswith('mpi4py')]; "
@@ -150,7 +151,7 @@ def test_one_process_never_imports_mpi(tiny, tmp_path, ranks):
 
 
 def test_ranks_without_mpi4py_names_the_extra(tiny, tmp_path):
-    code = ("import sys; sys.modules['mpi4py'] = None; from mlp_backend.cli import main; "
+    code = ("import sys; sys.modules['mpi4py'] = None; from mlp_backend.apps.cli import main; "
             f"sys.exit(main(['train', '--dataset', {str(tiny)!r}, '--ranks', '2', '--out', {str(tmp_path)!r}]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60)
     assert r.returncode == 1
@@ -198,7 +199,7 @@ def test_ranks_reruns_the_command_under_mpiexec(tiny, monkeypatch, capsys, job_c
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     argv = ["train", "--dataset", str(tiny), "--ranks", "2", "--epochs", "1", "--ranks=2"]
     assert cli.main(argv) == job_code
-    assert seen["cmd"] == ["/opt/mpi/bin/mpiexec", "-n", "2", sys.executable, "-m", "mlp_backend.cli",
+    assert seen["cmd"] == ["/opt/mpi/bin/mpiexec", "-n", "2", sys.executable, "-m", "mlp_backend.apps.cli",
                            "train", "--dataset", str(tiny), "--epochs", "1"]
     assert seen["env"]["OPENBLAS_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
     err = capsys.readouterr().err
@@ -301,7 +302,7 @@ def test_resume_across_rank_counts(tiny, tmp_path):
     straight, _ = _weights(tmp_path / "straight" / "model.npz")
 
     loud = [a for a in _train(tiny, tmp_path / "a", epochs=2) if a != "--quiet"]
-    r = _mpiexec(2, sys.executable, "-m", "mlp_backend.cli", *loud)
+    r = _mpiexec(2, sys.executable, "-m", "mlp_backend.apps.cli", *loud)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("test accuracy") == 1 and r.stderr.count("epoch 2/2") == 1  # rank 0 alone prints
     assert "data-parallel over 2 ranks: mpi" in r.stderr
@@ -310,7 +311,7 @@ def test_resume_across_rank_counts(tiny, tmp_path):
     assert cli.main(["train", "--resume", str(tmp_path / "a" / "model.npz"), "--epochs", "4", "--quiet"]) == 0
 
     assert cli.main(_train(tiny, tmp_path / "b", epochs=2)) == 0
-    r = subprocess.run([sys.executable, "-m", "mlp_backend.cli", "train", "--resume", str(tmp_path / "b" / "model.npz"),
+    r = subprocess.run([sys.executable, "-m", "mlp_backend.apps.cli", "train", "--resume", str(tmp_path / "b" / "model.npz"),
                         "--epochs", "4", "--ranks", "2", "--quiet"], capture_output=True, text=True, env=_env(),
                        timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -347,14 +348,14 @@ def test_a_rank_error_in_the_cli_aborts_with_its_message(tiny, tmp_path):
     """An exception on one rank of `mpiexec -n 2 mlp-backend train` (here: rank 1 cannot
     write, injected) prints `error on rank 1 of 2: ...` and ends every rank."""
     code = ("import os, sys\n"
-            "from mlp_backend import train\n"
+            "from mlp_backend.training import trainer as train\n"
             "real = train.Trainer.train_epoch\n"
             "def broken(self, *a, **k):\n"
             "    if self.epoch == 1 and os.environ.get('PMI_RANK') == '1':\n"
             "        raise OSError('disk full (injected)')\n"
             "    return real(self, *a, **k)\n"
             "train.Trainer.train_epoch = broken\n"
-            "from mlp_backend.cli import main\n"
+            "from mlp_backend.apps.cli import main\n"
             f"sys.exit(main({_train(tiny, tmp_path / 'x', epochs=3)!r}))\n")
     r = _mpiexec(2, sys.executable, "-c", code, timeout=90)
     assert r.returncode != 0
@@ -415,7 +416,7 @@ def test_bench_ranks_reports_scaling_and_the_allreduce(tmp_path):
     """`mlp-backend bench --ranks 1,2` on a tiny synthetic run: every configuration timed,
     speed-up against 1 rank x 1 thread, the all-reduce's cost beside the step's."""
     out = tmp_path / "scaling.json"
-    r = subprocess.run([sys.executable, "-m", "mlp_backend.cli", "bench", "--ranks", "1,2", "--nets", "784-16-10",
+    r = subprocess.run([sys.executable, "-m", "mlp_backend.apps.cli", "bench", "--ranks", "1,2", "--nets", "784-16-10",
                         "--data", "synthetic", "--rows", "2048", "--repeats", "1", "--batch", "256", "--json", out],
                        capture_output=True, text=True, env=_env(), timeout=180, cwd=ROOT)
     assert r.returncode == 0, r.stderr

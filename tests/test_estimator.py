@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import blobs, needs_torch
-from mlp_backend.estimator import MLPClassifier, NotFittedError, SKLEARN_MISSING
+from mlp_backend.interop.estimator import MLPClassifier, NotFittedError, SKLEARN_MISSING
 
 pytestmark = pytest.mark.skipif(SKLEARN_MISSING is not None, reason=str(SKLEARN_MISSING))
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import mlp_backend as mb
-from mlp_backend import backend as backend_mod
-from mlp_backend.backend import BufferOps, PortableOps, ops_for
+from mlp_backend import backends as backend_mod
+from mlp_backend.backends import BufferOps, PortableOps, ops_for
 from mlp_backend.optim import Optimizer
-from mlp_backend.train import Trainer
+from mlp_backend.training.trainer import Trainer
 
 from conftest import blobs, needs_gpu
 
@@ -88,7 +88,7 @@ def test_numpy_buffer_kernels_equal_portable(dtype, with_out):
 def test_cupy_fused_kernels_equal_portable():
     import cupy
     import array_api_compat.cupy as xp
-    from mlp_backend.backend import CupyOps
+    from mlp_backend.backends import CupyOps
     fast, ref = ops_for(xp), ops_for(xp, portable=True)
     assert isinstance(fast, CupyOps) and fast.fused
     c = _kernel_cases(cupy, "float32")
@@ -322,7 +322,7 @@ def test_flat_path_after_to_astype_and_deepcopy():
 
 def test_flat_path_after_checkpoint_round_trip(tmp_path):
     """A checkpoint's model and optimizer state (plain arrays) repack and resume exactly."""
-    from mlp_backend.checkpoint import load_checkpoint, save_checkpoint
+    from mlp_backend.training.checkpoint import load_checkpoint, save_checkpoint
     x, y = blobs(n=160, seed=5)
 
     def run(resume):

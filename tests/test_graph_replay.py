@@ -30,11 +30,11 @@ import numpy as np
 import pytest
 
 import mlp_backend as mb
-from mlp_backend import train as train_mod
+from mlp_backend.training import trainer as train_mod
 from mlp_backend.backends import cupy_ops as co
-from mlp_backend.backends.graphs import EagerRunner, GraphRunner, StaticRunner
+from mlp_backend.training.runner import EagerRunner, GraphRunner, StaticRunner
 from mlp_backend.optim import make_optimizer, make_schedule
-from mlp_backend.train import Trainer
+from mlp_backend.training.trainer import Trainer
 
 from conftest import blobs
 from test_cupy_graph_ops import CpuEK, CpuRawModule, FakeCublas, dev, pointer_views
@@ -329,7 +329,7 @@ def test_epoch_by_epoch_fits_capture_once_and_resume_mid_run(emulated, tmp_path)
     """fit(x, y, epoch + 1) four times replays one graph; a checkpoint after two epochs,
     loaded into a new model and trainer (parameters and Adam state adopted into new
     captured buffers), ends where the uninterrupted run ends."""
-    from mlp_backend.checkpoint import load_checkpoint, save_checkpoint
+    from mlp_backend.training.checkpoint import load_checkpoint, save_checkpoint
     x, y = blobs(n=300, n_features=8, n_classes=3)
     straight = _on_fake_gpu(_model())
     tr_s = _trainer(straight, "adam", 64, 4)
@@ -352,7 +352,7 @@ def test_a_failed_capture_falls_back_without_a_trace(emulated, monkeypatch):
     """A launch failing inside the capture: the capture is ended, ``auto`` logs one line and
     trains eagerly with the bits of the NumPy path (the warm-up step's parameters and state
     were restored), and ``on`` raises GraphUnavailable with the cause."""
-    from mlp_backend.backends.graphs import GraphUnavailable
+    from mlp_backend.training.runner import GraphUnavailable
     real = RecordingEK.__call__
 
     def call(self, *args):

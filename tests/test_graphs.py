@@ -1,4 +1,4 @@
-"""The epoch runner (mlp_backend/backends/graphs.py): the graph-ready step on the CPU, the
+"""The epoch runner (mlp_backend/training/runner.py): the graph-ready step on the CPU, the
 cuda_graphs option everywhere, and (``-m gpu``) the captured CUDA graph against eager runs."""
 import ast
 import json
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import mlp_backend as mb
-from mlp_backend import train as train_mod
+from mlp_backend.training import trainer as train_mod
 from mlp_backend.backends import devices
-from mlp_backend.backends.graphs import GraphRunner, GraphUnavailable, StaticRunner
+from mlp_backend.training.runner import GraphRunner, GraphUnavailable, StaticRunner
 from mlp_backend.optim import OPTIMIZERS, make_optimizer, make_schedule
-from mlp_backend.train import Trainer
+from mlp_backend.training.trainer import Trainer
 
 from conftest import TOL, blobs, hide_module, needs_gpu
 
@@ -243,7 +243,7 @@ def test_cuda_graphs_rejects_unknown_modes():
     model = mb.MLP([4, 3], device="cpu")
     with pytest.raises(ValueError, match="cuda_graphs must be 'auto', 'on' or 'off', got 'yes'"):
         Trainer(model, make_optimizer("sgd", 0.1), cuda_graphs="yes")
-    from mlp_backend.run import resolve_config
+    from mlp_backend.training.run import resolve_config
     assert resolve_config(None, cuda_graphs="off")["cuda_graphs"] == "off"
     assert resolve_config(None)["cuda_graphs"] == "auto"
     with pytest.raises(ValueError, match="--cuda-graphs must be one of auto, on, off"):
@@ -251,7 +251,7 @@ def test_cuda_graphs_rejects_unknown_modes():
 
 
 def test_cli_and_metrics_record_graph_status(tmp_path):
-    from mlp_backend import cli
+    from mlp_backend.apps import cli
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (300, 784), dtype=np.uint8)
     y = rng.integers(0, 10, 300).astype(np.uint8)
@@ -267,7 +267,7 @@ def test_cli_and_metrics_record_graph_status(tmp_path):
 
 
 def test_estimator_takes_cuda_graphs():
-    from mlp_backend.estimator import MLPClassifier
+    from mlp_backend.interop.estimator import MLPClassifier
     x, y = blobs(n=120)
     est = MLPClassifier(hidden=(8,), epochs=1, device="cpu", cuda_graphs="off")
     assert est.get_params()["cuda_graphs"] == "off"
@@ -288,7 +288,7 @@ def test_cpu_training_imports_nothing_gpu_specific(tmp_path):
         import sys
         import numpy as np
         import mlp_backend as mb
-        from mlp_backend.train import Trainer
+        from mlp_backend.training.trainer import Trainer
         m = mb.MLP([8, 16, 3], device="cpu")
         x = m.backend.asarray(np.random.default_rng(0).integers(0, 255, (64, 8)).astype(np.uint8))
         y = m.backend.asarray(np.arange(64) % 3)
@@ -304,9 +304,9 @@ def test_cpu_training_imports_nothing_gpu_specific(tmp_path):
     assert not list(tmp_path.glob("*.imported"))
 
 
-@pytest.mark.parametrize("name", ["graphs.py", "cupy_ops.py"])
+@pytest.mark.parametrize("name", ["training/runner.py", "backends/cupy_ops.py"])
 def test_gpu_modules_import_cupy_and_nvmath_lazily(name):
-    tree = ast.parse((PKG / "backends" / name).read_text())
+    tree = ast.parse((PKG / name).read_text())
     for node in tree.body:  # module level only: imports inside functions run on use
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
@@ -471,7 +471,7 @@ def test_auto_falls_back_cleanly_when_the_capture_fails(monkeypatch):
 @pytest.mark.parametrize("optimizer", ["adam", "momentum"])
 def test_resume_in_the_middle_of_a_captured_run(tmp_path, optimizer):
     pytest.importorskip("nvmath")
-    from mlp_backend.checkpoint import load_checkpoint, save_checkpoint
+    from mlp_backend.training.checkpoint import load_checkpoint, save_checkpoint
     x, y = blobs(n=300)
 
     def trainer(model, opt):
@@ -566,8 +566,8 @@ def test_cuda_sources_compile_with_nvrtc():
 def test_a_finished_run_and_estimator_hold_no_runner(tmp_path):
     """train_run and MLPClassifier.fit train once: their trainers free the epoch runner (which
     would keep the device copy of the data, and on CUDA a graph, alive) when training ends."""
-    from mlp_backend.estimator import MLPClassifier
-    from mlp_backend.run import resolve_config, train_run
+    from mlp_backend.interop.estimator import MLPClassifier
+    from mlp_backend.training.run import resolve_config, train_run
     x, y = blobs(n=200, n_features=784, n_classes=10)
     np.savez(tmp_path / "tiny.npz", x_train=x.reshape(-1, 28, 28), y_train=y,
              x_test=x[:50].reshape(-1, 28, 28), y_test=y[:50])

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import GPU_OK, GPU_WHY, blobs
-from mlp_backend import cli
+from mlp_backend.apps import cli
 from mlp_backend.functional import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from mlp_backend.model import MLP
-from mlp_backend.train import prepare_inputs
+from mlp_backend.training.trainer import prepare_inputs
 
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None
 HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None
@@ -59,7 +59,7 @@ def trained(request, mnist, tmp_path_factory):
 @needs_ort
 def test_onnxruntime_matches_ours_on_mnist(trained, mnist, capsys):
     import onnx
-    from mlp_backend.checkpoint import load_checkpoint
+    from mlp_backend.training.checkpoint import load_checkpoint
     dtype, ckpt, path = trained
     onnx.checker.check_model(str(path), full_check=True)
     model = load_checkpoint(ckpt, device="cpu").model
@@ -102,7 +102,7 @@ def test_graph_names_types_and_docs(trained):
 @pytest.mark.parametrize("output", list(ACTIVATIONS))
 def test_every_activation_and_output(tmp_path, mnist, dtype, output):
     """One network with every hidden activation the library has, each output activation."""
-    from mlp_backend.onnx_export import export_onnx
+    from mlp_backend.interop.onnx_export import export_onnx
     acts = list(HIDDEN_ACTIVATIONS)
     assert set(acts) == {"relu", "leaky_relu", "tanh", "sigmoid", "identity"}
     model = MLP([784, *[24] * len(acts), 10], acts, output=output,
@@ -118,7 +118,7 @@ def test_every_activation_and_output(tmp_path, mnist, dtype, output):
 
 @needs_onnx
 def test_an_activation_without_onnx_form_is_named(tmp_path):
-    from mlp_backend.onnx_export import export_onnx
+    from mlp_backend.interop.onnx_export import export_onnx
     model = MLP([4, 3, 2], "relu", device="cpu")
     model.activations = ("swish",)  # no such activation in the library: stands for a future one
     with pytest.raises(ValueError, match=r"cannot export activation 'swish' \(layer 1\) to ONNX"):
@@ -147,7 +147,7 @@ def test_bad_checkpoint_gets_the_evaluate_error(tmp_path, capsys, kind):
 def test_no_silent_overwrite_and_atomic(tmp_path, capsys):
     import onnx
     model = MLP([784, 8, 10], "relu", device="cpu")
-    from mlp_backend.checkpoint import save_checkpoint
+    from mlp_backend.training.checkpoint import save_checkpoint
     ckpt = save_checkpoint(tmp_path / "m.npz", model)
     out = tmp_path / "out.onnx"
     out.write_bytes(b"keep me")
@@ -157,7 +157,7 @@ def test_no_silent_overwrite_and_atomic(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     onnx.checker.check_model(str(out))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.npz", "out.onnx"]  # no temp file left
-    from mlp_backend.onnx_export import export_onnx
+    from mlp_backend.interop.onnx_export import export_onnx
     with pytest.raises(FileExistsError):
         export_onnx(model, out)
 
@@ -169,8 +169,8 @@ def test_estimator_export_classes_pixels_and_features(tmp_path):
     with features=True (no scaling in the graph)."""
     pytest.importorskip("sklearn", minversion="1.6", reason="MLPClassifier needs scikit-learn >= 1.6")
     import onnx
-    from mlp_backend.estimator import MLPClassifier
-    from mlp_backend.onnx_export import export_onnx
+    from mlp_backend.interop.estimator import MLPClassifier
+    from mlp_backend.interop.onnx_export import export_onnx
     x, y = blobs(300, n_features=8, n_classes=3)
     names = np.array(["cat", "dog", "emu"])
     clf = MLPClassifier(hidden=(16,), epochs=5, batch_size=32, lr=0.01, device="cpu").fit(x, names[y])
@@ -189,7 +189,7 @@ def test_missing_onnx_says_what_to_install(tmp_path):
     script = textwrap.dedent("""
         import sys
         sys.modules["onnx"] = None  # makes `import onnx` raise ImportError
-        from mlp_backend import cli
+        from mlp_backend.apps import cli
         sys.exit(cli.main(["export", "model.npz", "--onnx", "out.onnx"]))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -205,7 +205,7 @@ def test_missing_onnx_says_what_to_install(tmp_path):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_export_of_a_cuda_model(tmp_path, mnist, dtype):
     """A model on the GPU exports from its host copy; onnxruntime (CPU) matches it."""
-    from mlp_backend.onnx_export import export_onnx
+    from mlp_backend.interop.onnx_export import export_onnx
     model = MLP([784, 64, 32, 10], ["relu", "leaky_relu"], dtype=dtype, device="cuda", seed=1)
     path = export_onnx(model, tmp_path / "cuda.onnx")
     x = mnist.x_test

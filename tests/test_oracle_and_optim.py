@@ -10,7 +10,7 @@ import mlp_backend as mb
 from mlp_backend.backends import devices as backend_mod
 from mlp_backend import functional as F
 from mlp_backend.gradcheck import check_gradients
-from mlp_backend.train import Trainer, TrainingDiverged, fit
+from mlp_backend.training.trainer import Trainer, TrainingDiverged, fit
 
 from conftest import MATRIX, TOL, blobs, hide_module, needs_torch
 from test_core import HEADS, HIDDEN, batch, sizes_for
@@ -181,7 +181,7 @@ def test_early_stopping_restores_the_best_weights():
     assert tr.epoch < 100 and "early stopping" in logs[-1]
     best_val, best_epoch, _ = tr.best
     assert best_val == min(tr.history["val_loss"])
-    from mlp_backend.train import evaluate
+    from mlp_backend.training.trainer import evaluate
     loss_sum, _ = evaluate(model, xv, yv)
     assert float(loss_sum) / len(yv) == pytest.approx(best_val, rel=1e-5)
 
@@ -220,12 +220,12 @@ def test_training_stays_float32(monkeypatch):
 
 # ----- the backend rules, checked statically -----------------------------------------------
 
-MATH_MODULES = ["functional.py", "model.py", "optim.py", "train.py"]
+MATH_MODULES = ["functional.py", "model.py", "optim.py", "training/trainer.py"]
 ARRAY_LIBS = {"numpy", "cupy", "torch", "array_api_strict", "array_api_compat", "jax"}
 HOT_FUNCTIONS = {"functional.py": "*", "model.py": {"forward", "backward", "loss", "targets", "loss_and_grads",
                                                     "predict", "predict_proba"},
                  "optim.py": {"step", "_update", "_decayed", "_buffer"},
-                 "train.py": {"train_epoch", "_batches", "_full_batch", "evaluate", "prepare_inputs"}}
+                 "training/trainer.py": {"train_epoch", "_batches", "_full_batch", "evaluate", "prepare_inputs"}}
 SYNC_CALLS = {"float", "int", "bool", "item", "tolist", "to_numpy", "to_float", "asnumpy", "print"}
 
 
@@ -320,7 +320,7 @@ def test_default_device_from_environment_and_use(monkeypatch):
 
 
 def test_array_backend_round_trips():
-    from mlp_backend.backend import array_backend
+    from mlp_backend.backends import array_backend
     assert array_backend(np.zeros(2)).label == "cpu"
     b = mb.get_backend("array_api_strict:device1")
     assert array_backend(b.asarray(np.zeros(2))).label == "array_api_strict:device1"

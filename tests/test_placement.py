@@ -10,10 +10,10 @@ import pytest
 import mlp_backend as mb
 from conftest import blobs, needs_gpu, needs_torch
 from mlp_backend.backends import Backend, get_backend
-from mlp_backend.checkpoint import load_checkpoint, save_checkpoint
-from mlp_backend.estimator import MLPClassifier
+from mlp_backend.training.checkpoint import load_checkpoint, save_checkpoint
+from mlp_backend.interop.estimator import MLPClassifier
 from mlp_backend.backends.placement import DeviceMismatchError, on_device
-from mlp_backend.train import Trainer, evaluate
+from mlp_backend.training.trainer import Trainer, evaluate
 
 DEVICES = [
     pytest.param("cpu", id="numpy"),

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlp_backend import reproduce as R
-from mlp_backend.presets import PRESETS, QUIRKS, remove_quirks
+from mlp_backend.studies import reproduce as R
+from mlp_backend.training.presets import PRESETS, QUIRKS, remove_quirks
 
 from conftest import blobs
 

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mlp_backend import MLP, cli
-from mlp_backend.checkpoint import load_checkpoint, save_checkpoint
-from mlp_backend.preprocess import mnist_normalize
-from mlp_backend.serve import MAX_BODY, make_server, static_files
+from mlp_backend import MLP
+
+from mlp_backend.apps import cli
+from mlp_backend.training.checkpoint import load_checkpoint, save_checkpoint
+from mlp_backend.data.images import mnist_normalize
+from mlp_backend.apps.serve import MAX_BODY, make_server, static_files
 
 CHROMIUM = os.environ.get("MLP_BACKEND_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -44,7 +46,7 @@ def mnist():
 @pytest.fixture(scope="module")
 def run_dir(mnist, tmp_path_factory):
     """A small model trained on real MNIST in about a second: 784-64-32-10, 1 epoch."""
-    from mlp_backend.run import resolve_config, train_run
+    from mlp_backend.training.run import resolve_config, train_run
     out = tmp_path_factory.mktemp("serve-run")
     cfg = resolve_config(hidden=[64, 32], epochs=1, batch_size=128, seed=0)
     train_run(cfg, out, device="cpu", quiet=True)
@@ -418,12 +420,12 @@ def test_browser_draw_a_digit_and_see_the_models_answer(browser, run_dir, mnist,
 
 
 def test_pyproject_ships_every_static_file():
-    """Each file of mlp_backend/static matches a package-data pattern, so wheels include it."""
+    """Each file of mlp_backend/apps/static matches a package-data pattern, so wheels include it."""
     import fnmatch
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     root = Path(__file__).resolve().parents[1]
-    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mlp_backend"]
-    files = [p.relative_to(root / "mlp_backend").as_posix() for p in (root / "mlp_backend" / "static").iterdir()]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mlp_backend.apps"]
+    files = [p.relative_to(root / "mlp_backend" / "apps").as_posix() for p in (root / "mlp_backend" / "apps" / "static").iterdir()]
     assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files), (files, patterns)
     assert {f"/static/{Path(f).name}" for f in files} <= set(static_files())  # and the server serves each
 
@@ -446,7 +448,7 @@ def test_cli_serves_until_ctrl_c(random_model):
     import subprocess
     import sys
     import urllib.request
-    code = "import sys; from mlp_backend.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from mlp_backend.apps.cli import main; sys.exit(main(sys.argv[1:]))"
     p = subprocess.Popen([sys.executable, "-c", code, "serve", str(random_model)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env={**os.environ, "MPLBACKEND": "Agg"},
                          # a shell's background jobs ignore SIGINT, and children inherit that: restore it

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import GPU_OK, GPU_WHY, blobs, needs_torch
-from mlp_backend.estimator import MLPClassifier, SKLEARN_MISSING
+from mlp_backend.interop.estimator import MLPClassifier, SKLEARN_MISSING
 
 needs_sklearn = pytest.mark.skipif(SKLEARN_MISSING is not None, reason=str(SKLEARN_MISSING))
 FAST = dict(hidden=(16,), epochs=8, batch_size=32, lr=0.01, schedule="constant", device="cpu")
@@ -26,7 +26,7 @@ def data():
 CHECK_SCRIPT = textwrap.dedent("""
     import json, sys, warnings
     from sklearn.utils.estimator_checks import check_estimator
-    from mlp_backend.estimator import MLPClassifier, EXPECTED_FAILED_CHECKS
+    from mlp_backend.interop.estimator import MLPClassifier, EXPECTED_FAILED_CHECKS
     est = MLPClassifier(hidden=(16,), epochs=20, batch_size=32, lr=0.01, schedule="constant", device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -41,7 +41,7 @@ def test_check_estimator_passes():
     """Every check of scikit-learn's check_estimator passes (none skipped: the array-API
     check runs because SCIPY_ARRAY_API=1 is set, which scipy reads at import, hence the
     subprocess); a check that cannot pass must be in EXPECTED_FAILED_CHECKS with a reason."""
-    from mlp_backend.estimator import EXPECTED_FAILED_CHECKS
+    from mlp_backend.interop.estimator import EXPECTED_FAILED_CHECKS
     env = {**os.environ, "SCIPY_ARRAY_API": "1"}
     out = subprocess.run([sys.executable, "-c", CHECK_SCRIPT], env=env, capture_output=True, text=True,
                          timeout=600)
@@ -154,7 +154,7 @@ def test_import_without_sklearn_says_what_to_install():
         import sys
         sys.modules["sklearn"] = None  # makes `import sklearn` raise ImportError
         import mlp_backend
-        from mlp_backend.estimator import MLPClassifier, SKLEARN_MISSING
+        from mlp_backend.interop.estimator import MLPClassifier, SKLEARN_MISSING
         assert SKLEARN_MISSING is not None
         try:
             mlp_backend.MLPClassifier(hidden=(4,))
@@ -162,7 +162,7 @@ def test_import_without_sklearn_says_what_to_install():
             print(exc)
         else:
             raise SystemExit("no ImportError")
-        from mlp_backend.cli import build_parser
+        from mlp_backend.apps.cli import build_parser
         build_parser()
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

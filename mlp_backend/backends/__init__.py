@@ -23,11 +23,11 @@ import os
 import array_api_compat
 import numpy as np
 
-from .devices import (ENV_DEVICE, Backend, BackendError, array_backend, available_backends,
+from mlp_backend.backends.devices import (ENV_DEVICE, Backend, BackendError, array_backend, available_backends,
                       cuda_available, get_backend, host_rng, to_numpy, use)
-from .numpy_ops import BufferOps, FlatDict, flat_layout, n_decay
-from .portable import PortableOps
-from .cupy_ops import CupyOps
+from mlp_backend.backends.numpy_ops import BufferOps, FlatDict, flat_layout, n_decay
+from mlp_backend.backends.portable import PortableOps
+from mlp_backend.backends.cupy_ops import CupyOps
 
 __all__ = [
     "Backend", "BackendError", "get_backend", "to_numpy", "cuda_available",

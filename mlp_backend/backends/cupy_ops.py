@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional as F
-from .numpy_ops import BufferOps
+from mlp_backend import functional as F
+from mlp_backend.backends.numpy_ops import BufferOps
 
 
 class CupyOps(BufferOps):

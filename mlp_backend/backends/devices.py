@@ -136,7 +136,7 @@ class Backend:
     @property
     def ops(self):
         """This backend's kernels (see :func:`~mlp_backend.backends.ops_for`)."""
-        from . import ops_for
+        from mlp_backend.backends import ops_for
         return ops_for(self.xp)
 
     def owns(self, x) -> bool:

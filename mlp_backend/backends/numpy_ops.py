@@ -7,7 +7,7 @@ buffer, so an optimizer updates all of them with a few calls.
 """
 from __future__ import annotations
 
-from .portable import PortableOps
+from mlp_backend.backends.portable import PortableOps
 
 
 class FlatDict(dict):

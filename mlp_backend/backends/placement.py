@@ -2,8 +2,8 @@
 
 Two rules, the same on every backend (docs/backends.md, "Mixed devices"):
 
-* The high-level entry points -- :meth:`Trainer.fit <mlp_backend.train.Trainer.fit>`,
-  :func:`~mlp_backend.train.evaluate`, the estimator and the CLI's ``predict`` and
+* The high-level entry points -- :meth:`Trainer.fit <mlp_backend.training.trainer.Trainer.fit>`,
+  :func:`~mlp_backend.training.trainer.evaluate`, the estimator and the CLI's ``predict`` and
   ``evaluate`` -- accept host (NumPy) arrays for a model on any device and copy them to
   the model's device once, at the top of the call (:func:`place_inputs`).
 * The low-level :class:`~mlp_backend.model.MLP` methods (``forward``, ``loss``,
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import array_api_compat
 
-from .devices import Backend, BackendError, array_backend
+from mlp_backend.backends.devices import Backend, BackendError, array_backend
 
 __all__ = ["DeviceMismatchError", "check_device", "on_device", "place_inputs", "to_device", "where"]
 

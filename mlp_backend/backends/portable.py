@@ -9,7 +9,7 @@ scratch arguments are hints: the portable path ignores them and allocates.
 """
 from __future__ import annotations
 
-from .. import functional as F  # pure Array-API maths: imports no array library
+from mlp_backend import functional as F  # pure Array-API maths: imports no array library
 
 
 class PortableOps:

@@ -17,10 +17,10 @@ Public API::
 See docs/data.md.
 """
 
-from .dataset import Dataset, train_val_split
-from .errors import DataError
-from .formats import read_csv, read_idx, read_npz, validate, write_npz_atomic
-from .sources import ENV_DATA_DIR, cache_dir, cache_path, fetch, format_info, info, load_dataset
+from mlp_backend.data.dataset import Dataset, train_val_split
+from mlp_backend.data.errors import DataError
+from mlp_backend.data.formats import read_csv, read_idx, read_npz, validate, write_npz_atomic
+from mlp_backend.data.sources import ENV_DATA_DIR, cache_dir, cache_path, fetch, format_info, info, load_dataset
 
 __all__ = [
     "DataError",

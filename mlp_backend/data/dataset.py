@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError
+from mlp_backend.data.errors import DataError
 
 
 @dataclass(frozen=True, eq=False)

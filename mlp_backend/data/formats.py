@@ -19,7 +19,7 @@ from typing import IO, Callable, Tuple, Union
 
 import numpy as np
 
-from .errors import DataError
+from mlp_backend.data.errors import DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
 

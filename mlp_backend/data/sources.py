@@ -22,9 +22,9 @@ from typing import Callable, Dict, List, Tuple, Union
 
 import numpy as np
 
-from .dataset import Dataset
-from .errors import DataError
-from .formats import (
+from mlp_backend.data.dataset import Dataset
+from mlp_backend.data.errors import DataError
+from mlp_backend.data.formats import (
     N_PIXELS,
     NPZ_KEYS,
     parse_idx,

@@ -1,6 +1,6 @@
 """The epoch runner: an epoch's steps over buffers that never move, replayed as one CUDA graph on CuPy.
 
-:class:`~mlp_backend.train.Trainer` asks :func:`epoch_runner` for a runner once per
+:class:`~mlp_backend.training.trainer.Trainer` asks :func:`epoch_runner` for a runner once per
 ``fit`` and calls ``runner.run(bar)`` once per epoch; it gets back ``(loss_sum, correct)``
 as device scalars and does not know whether they came from a replayed graph.
 
@@ -37,8 +37,8 @@ import weakref
 
 import numpy as np
 
-from .. import functional as F
-from .devices import BackendError
+from mlp_backend import functional as F
+from mlp_backend.backends.devices import BackendError
 
 MODES = ("auto", "on", "off")
 NOT_CUDA = "CUDA graphs apply to --device cuda only"
@@ -61,7 +61,7 @@ def graph_blocker(trainer, x, y) -> "str | None":
     model = trainer.model
     if model.backend.name != "cupy":
         return NOT_CUDA
-    if getattr(trainer, "dist", None) is not None:  # mlp_backend.distributed
+    if getattr(trainer, "dist", None) is not None:  # mlp_backend.training.distributed
         return "distributed training: the gradients are all-reduced between the steps"
     if not model.ops.fused:
         return "the portable kernels are forced (MLP_BACKEND_PORTABLE=1 is set)"
@@ -69,7 +69,7 @@ def graph_blocker(trainer, x, y) -> "str | None":
         return "the targets are not 1-D integer class labels"
     if x.ndim != 2:
         return f"the inputs are not 2-D rows (shape {tuple(x.shape)})"
-    from .cupy_ops import graph_blocker as ops_blocker
+    from mlp_backend.backends.cupy_ops import graph_blocker as ops_blocker
     return ops_blocker(model)
 
 
@@ -195,7 +195,7 @@ class StaticRunner:
         """Parameters or optimizer state replaced since the buffers were made (a checkpoint,
         early stopping's restore, a user's assignment) are copied into them, and the model
         and optimizer point at the runner's flat buffers again."""
-        from .numpy_ops import FlatDict
+        from mlp_backend.backends.numpy_ops import FlatDict
         model, opt, ops = self.model, self.opt, self.ops
         p = model.params
         if p is not self.params or p.flat is None:
@@ -292,7 +292,7 @@ class GraphRunner(StaticRunner):
 
     def __init__(self, trainer, x, y, scale, strict=False, log=print):
         import cupy
-        from .cupy_ops import CupyGraphOps
+        from mlp_backend.backends.cupy_ops import CupyGraphOps
         self.cp, self.strict, self.log = cupy, strict, log
         self.device = trainer.model.backend.device
         self.graph, self.fallback, self.x_user = None, False, x

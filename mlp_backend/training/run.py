@@ -1,7 +1,7 @@
 """Run one training configuration end to end and write its outputs (what ``mlp-backend
 train`` does, callable from Python).
 
->>> from mlp_backend.run import resolve_config, train_run
+>>> from mlp_backend.training.run import resolve_config, train_run
 >>> cfg = resolve_config("default", epochs=2)                           # doctest: +SKIP
 >>> result = train_run(cfg, "runs/try", device="cpu")                   # doctest: +SKIP
 >>> result["metrics"]["test_accuracy"]                                  # doctest: +SKIP
@@ -32,15 +32,15 @@ from pathlib import Path
 
 import numpy as np  # host side: data splits and metrics
 
-from . import __version__
-from .backends import get_backend
-from .checkpoint import _jsonable, load_checkpoint, save_checkpoint
-from .data import load_dataset, train_val_split
-from .data.formats import atomic_write_bytes, write_json_atomic
-from .model import MLP
-from .optim import make_optimizer, make_schedule
-from .presets import PRESETS, paper_split
-from .train import Trainer, TrainingDiverged, evaluate
+from mlp_backend import __version__
+from mlp_backend.backends import get_backend
+from mlp_backend.training.checkpoint import _jsonable, load_checkpoint, save_checkpoint
+from mlp_backend.data import load_dataset, train_val_split
+from mlp_backend.data.formats import atomic_write_bytes, write_json_atomic
+from mlp_backend.model import MLP
+from mlp_backend.optim import make_optimizer, make_schedule
+from mlp_backend.training.presets import PRESETS, paper_split
+from mlp_backend.training.trainer import Trainer, TrainingDiverged, evaluate
 
 __all__ = ["DEFAULTS", "resolve_config", "train_run", "build_trainer", "EpochSnapshot",
            "TrainingInterrupted", "TrainingDiverged", "RESUME_FIXED"]
@@ -284,7 +284,7 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
     status ``diverged``) and :class:`TrainingInterrupted` on Ctrl-C (after saving
     ``interrupted.npz`` from the last completed epoch).
 
-    ``dist`` (:mod:`mlp_backend.distributed`): this rank of a data-parallel job; only
+    ``dist`` (:mod:`mlp_backend.training.distributed`): this rank of a data-parallel job; only
     rank 0 logs and writes files (the other ranks return ``metrics`` None, no files).
     """
     root = dist is None or dist.root
@@ -344,7 +344,7 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
     metrics = write_metrics(out, cfg, backend, trainer, data, status, final,
                             extra=None if dist is None else {"distributed": dist.describe()})
     files["metrics.json"] = out / "metrics.json"
-    from .plots import plot_history
+    from mlp_backend.apps.plots import plot_history
     title = f"{'-'.join(map(str, model.sizes))} {'/'.join(cfg['activation'])}, {cfg['optimizer']} lr {cfg['lr']:g}"
     files.update(plot_history(rows, out, title=title,
                               loss_label="loss (x2, paper's report)" if cfg["loss_report"] == "paper" else "loss"))
@@ -391,7 +391,7 @@ def unused_dir(path) -> Path:
 def load_run_config(resume, explicit: dict) -> dict:
     """The config to resume with: the checkpoint's, updated with ``explicit`` options,
     refusing changes to the architecture or the optimizer kind (``RESUME_FIXED``)."""
-    from .checkpoint import read_metadata
+    from mlp_backend.training.checkpoint import read_metadata
     meta = read_metadata(resume)
     base = dict(meta.get("run_config") or {})
     if not base:

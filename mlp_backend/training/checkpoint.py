@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np  # host side only: checkpoints are host arrays
 
-from .backends import get_backend
-from .data.formats import atomic_write_bytes, write_json_atomic
-from .model import MLP
-from .optim import Optimizer, make_optimizer
+from mlp_backend.backends import get_backend
+from mlp_backend.data.formats import atomic_write_bytes, write_json_atomic
+from mlp_backend.model import MLP
+from mlp_backend.optim import Optimizer, make_optimizer
 
 FORMAT = "mlp-backend-checkpoint"
 VERSION = 1
@@ -114,7 +114,7 @@ def save_checkpoint(path, model: MLP, optimizer: "Optimizer | None" = None, trai
 
     ``state`` overrides what is read from the live objects: a dict with any of
     ``params``, ``optimizer`` (a ``state_dict``), ``trainer`` (a ``Trainer.state()``) and
-    ``best`` (``(val_loss, epoch, params)``); :class:`~mlp_backend.run.EpochSnapshot`
+    ``best`` (``(val_loss, epoch, params)``); :class:`~mlp_backend.training.run.EpochSnapshot`
     uses it to save the state of the last completed epoch. Returns the path written.
     """
     path = Path(path)

@@ -5,7 +5,7 @@ checkpoint; one ``error: ...`` line on stderr); 2 usage errors (unknown option, 
 argument); 3 training diverged (NaN/inf loss); 130 interrupted by Ctrl-C, 143 by SIGTERM
 (training saves ``DIR/interrupted.npz`` first and prints how to resume).
 
-Other modules add subcommands: if ``mlp_backend.reproduce`` or ``mlp_backend.bench`` is
+Other modules add subcommands: if ``mlp_backend.studies.reproduce`` or ``mlp_backend.studies.bench`` is
 importable and defines ``register(subparsers)``, it is called with the ``argparse``
 subparsers object. A registered command sets ``parser.set_defaults(func=handler)``;
 ``handler(args)`` returns an exit code (``None`` means 0). Its exceptions get the same
@@ -23,10 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-from .presets import PRESETS
+from mlp_backend.training.presets import PRESETS
 
 EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
-PLUGINS = ("mlp_backend.reproduce", "mlp_backend.bench", "mlp_backend.onnx_export", "mlp_backend.serve")
+PLUGINS = ("mlp_backend.studies.reproduce", "mlp_backend.studies.bench", "mlp_backend.interop.onnx_export", "mlp_backend.apps.serve")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 DEVICE_HELP = ("where the maths runs: cpu, cuda, cuda:N, auto (CUDA if usable, else cpu), torch, "
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         if hasattr(mod, "register"):
             mod.register(sub)
-    from .cli_names import accept_both_spellings
+    from mlp_backend.apps.cli_names import accept_both_spellings
     return accept_both_spellings(p)  # --loss cross-entropy or cross_entropy, --init paper_he ...
 
 
@@ -210,7 +210,7 @@ def _err(msg):
 
 
 def cmd_train(args) -> int:
-    from .run import check_out_dir, load_run_config, resolve_config, train_run, unused_dir
+    from mlp_backend.training.run import check_out_dir, load_run_config, resolve_config, train_run, unused_dir
     names = ("dataset", "val_fraction", "split", "hidden", "activation", "output", "loss", "init", "dtype",
              "optimizer", "lr", "schedule", "batch_size", "epochs", "weight_decay", "momentum", "patience",
              "grad_divisor", "loss_report", "seed", "cuda_graphs")
@@ -225,7 +225,7 @@ def cmd_train(args) -> int:
         stem = Path(cfg["dataset"]).stem if cfg["dataset"] not in ("mnist", "fashion-mnist") else cfg["dataset"]
         out = Path(args.out) if args.out else unused_dir(Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_out_dir(out, resume=args.resume, overwrite=args.overwrite)  # never replace a run silently
-    from . import distributed  # data-parallel ranks: --ranks N spawns mpiexec; under mpiexec each rank joins
+    from mlp_backend.training import distributed  # data-parallel ranks: --ranks N spawns mpiexec; under mpiexec each rank joins
     ranks = distributed.check_ranks(args.ranks, cfg["batch_size"])
     if ranks > 1 and distributed.launched_size() == 1:
         return distributed.spawn(ranks, args.argv, log=None if args.quiet else _err)
@@ -245,7 +245,7 @@ def cmd_train(args) -> int:
 
 
 def _load_model(path, device):
-    from .checkpoint import load_checkpoint
+    from mlp_backend.training.checkpoint import load_checkpoint
     ckpt = load_checkpoint(path, device=device)
     est = (ckpt.extra or {}).get("estimator") or {}
     classes = est.get("classes") or list(range(ckpt.model.sizes[-1]))
@@ -254,9 +254,9 @@ def _load_model(path, device):
 
 def cmd_evaluate(args) -> int:
     import numpy as np
-    from .data import load_dataset
-    from .run import _json_safe
-    from .train import prepare_inputs
+    from mlp_backend.data import load_dataset
+    from mlp_backend.training.run import _json_safe
+    from mlp_backend.training.trainer import prepare_inputs
     ckpt, classes = _load_model(args.model, args.device)
     model, backend = ckpt.model, ckpt.model.backend
     name = args.dataset or ckpt.run_config.get("dataset") or "mnist"
@@ -292,8 +292,8 @@ def cmd_evaluate(args) -> int:
     if args.out:
         import csv
         import io
-        from .data.formats import atomic_write_bytes, write_json_atomic
-        from .plots import plot_confusion
+        from mlp_backend.data.formats import atomic_write_bytes, write_json_atomic
+        from mlp_backend.apps.plots import plot_confusion
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "evaluation.json", _json_safe(result))
@@ -393,7 +393,7 @@ def _is_number(text) -> bool:
 
 def cmd_predict(args) -> int:
     import numpy as np
-    from .train import prepare_inputs
+    from mlp_backend.training.trainer import prepare_inputs
     ckpt, classes = _load_model(args.model, args.device)
     model, backend = ckpt.model, ckpt.model.backend
     names, rows, truth = [], [], []
@@ -437,7 +437,7 @@ def _plain(v):
 
 
 def cmd_data(args) -> int:
-    from .data import fetch, format_info, info
+    from mlp_backend.data import fetch, format_info, info
     if args.action == "fetch":
         path = fetch(args.name or "mnist", log=_err, force=args.force)
         _out(f"{args.name or 'mnist'}: cached at {path}")
@@ -468,8 +468,8 @@ def blas_info() -> str:
 def cmd_info(args) -> int:
     import os
     import platform
-    from . import __version__
-    from .backends import ENV_DEVICE, available_backends, get_backend
+    from mlp_backend import __version__
+    from mlp_backend.backends import ENV_DEVICE, available_backends, get_backend
     rows = available_backends()
     try:
         default = get_backend().label
@@ -534,10 +534,10 @@ def _sigterm_as_interrupt():
 
 
 def _run(args, term) -> int:
-    from .backends import BackendError
-    from .data import DataError
-    from .train import TrainingDiverged
-    from .run import TrainingInterrupted
+    from mlp_backend.backends import BackendError
+    from mlp_backend.data import DataError
+    from mlp_backend.training.trainer import TrainingDiverged
+    from mlp_backend.training.run import TrainingInterrupted
     try:
         code = args.func(args)
         return 0 if code is None else int(code)

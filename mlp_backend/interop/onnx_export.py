@@ -1,6 +1,6 @@
 """Export a trained model as a standard ONNX graph (``pip install 'mlp-backend[onnx]'``).
 
->>> from mlp_backend.onnx_export import export_onnx
+>>> from mlp_backend.interop.onnx_export import export_onnx
 >>> export_onnx("runs/x/model.npz", "model.onnx")                       # doctest: +SKIP
 
 or ``mlp-backend export runs/x/model.npz --onnx model.onnx``. The graph is built with the
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np  # host side: the parameters are written as host arrays
 
-from .functional import LEAKY_SLOPE
-from .train import PIXEL_SCALE
+from mlp_backend.functional import LEAKY_SLOPE
+from mlp_backend.training.trainer import PIXEL_SCALE
 
 __all__ = ["export_onnx", "to_onnx", "OPSET", "INPUT", "FEATURES_INPUT", "OUTPUT", "ONNX_HINT"]
 
@@ -83,13 +83,13 @@ EXPORTABLE = ("relu", "leaky_relu", "tanh", "sigmoid", "identity", "softmax")
 
 def _resolve(model):
     """(MLP, class labels) from an MLP, a fitted MLPClassifier or a checkpoint path."""
-    from .model import MLP
+    from mlp_backend.model import MLP
     if isinstance(model, MLP):
         return model, list(range(model.sizes[-1]))
     if hasattr(model, "model_") and hasattr(model, "classes_"):  # a fitted MLPClassifier
         return model.model_, model.classes_.tolist()
     if isinstance(model, (str, Path)):
-        from .cli import _load_model  # the same loading (and errors) as `mlp-backend evaluate`
+        from mlp_backend.apps.cli import _load_model  # the same loading (and errors) as `mlp-backend evaluate`
         ckpt, classes = _load_model(model, "cpu")
         return ckpt.model, list(classes)
     raise TypeError(f"cannot export a {type(model).__name__}: pass an MLP, a fitted MLPClassifier "
@@ -102,7 +102,7 @@ def to_onnx(model, *, features: bool = False, classes=None):
     checkpoint's, else 0..n_classes-1."""
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
-    from . import __version__
+    from mlp_backend import __version__
     mlp, own_classes = _resolve(model)
     classes = own_classes if classes is None else list(classes)
     dtype = np.dtype(mlp.dtype_name)
@@ -156,7 +156,7 @@ def export_onnx(model, path, *, overwrite: bool = False, features: bool = False,
     """Write ``model`` (an MLP, a fitted MLPClassifier or a checkpoint path) to ``path`` as
     ONNX (see :func:`to_onnx`); returns the path. An existing file is replaced only with
     ``overwrite``."""
-    from .data.formats import atomic_write_bytes
+    from mlp_backend.data.formats import atomic_write_bytes
     path = Path(path)
     proto = to_onnx(model, features=features, classes=classes)
     if path.exists() and not overwrite:

@@ -1,7 +1,7 @@
 """A scikit-learn classifier around :class:`~mlp_backend.model.MLP` (needs scikit-learn >= 1.6:
 ``pip install 'mlp-backend[sklearn]'``).
 
->>> from mlp_backend.estimator import MLPClassifier
+>>> from mlp_backend.interop.estimator import MLPClassifier
 >>> clf = MLPClassifier(hidden=(256, 128), epochs=10).fit(x_train, y_train)  # doctest: +SKIP
 >>> clf.score(x_test, y_test)                                                # doctest: +SKIP
 
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np  # host side: label encoding and the validation split
 
-from .backends import BackendError, array_backend, get_backend, to_numpy
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import train_val_split
-from .run import build_model, build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS
-from .train import prepare_inputs
+from mlp_backend.backends import BackendError, array_backend, get_backend, to_numpy
+from mlp_backend.training.checkpoint import load_checkpoint, save_checkpoint
+from mlp_backend.data import train_val_split
+from mlp_backend.training.run import build_model, build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS
+from mlp_backend.training.trainer import prepare_inputs
 
 __all__ = ["MLPClassifier", "NotFittedError", "SKLEARN_MISSING", "EXPECTED_FAILED_CHECKS"]
 
@@ -88,7 +88,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     patience : early stopping on the validation loss (needs ``val_fraction > 0``).
     verbose : print one line per epoch.
     cuda_graphs : ``auto``, ``on`` or ``off``: replay each epoch as a captured CUDA graph on
-        ``device='cuda'`` (see :class:`~mlp_backend.train.Trainer`).
+        ``device='cuda'`` (see :class:`~mlp_backend.training.trainer.Trainer`).
 
     Attributes after ``fit``: ``classes_``, ``n_features_in_`` (and ``feature_names_in_``
     for a DataFrame), ``model_`` (the MLP), ``history_`` (one dict per epoch), ``n_epochs_``.
@@ -215,7 +215,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         ckpt = load_checkpoint(path, device=device)
         est = ckpt.extra.get("estimator")
         if est is None:
-            raise ValueError(f"{path}: not an MLPClassifier checkpoint (use mlp_backend.checkpoint.load_checkpoint)")
+            raise ValueError(f"{path}: not an MLPClassifier checkpoint (use mlp_backend.training.checkpoint.load_checkpoint)")
         params = dict(est["params"])
         if isinstance(params.get("hidden"), list):
             params["hidden"] = tuple(params["hidden"])

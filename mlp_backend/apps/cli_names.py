@@ -19,22 +19,22 @@ __all__ = ["accept_both_spellings", "canonical", "device_spelling", "NAME_OPTION
 
 
 def _activations():
-    from .functional import ACTIVATIONS
+    from mlp_backend.functional import ACTIVATIONS
     return list(ACTIVATIONS)
 
 
 def _losses():
-    from .functional import LOSSES
+    from mlp_backend.functional import LOSSES
     return list(LOSSES)
 
 
 def _inits():
-    from .init import ALIASES, INITIALIZERS
+    from mlp_backend.init import ALIASES, INITIALIZERS
     return [*INITIALIZERS, *ALIASES]
 
 
 def _optimizers():
-    from .optim import OPTIMIZERS
+    from mlp_backend.optim import OPTIMIZERS
     return list(OPTIMIZERS)
 
 

@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from . import functional as F
-from .backends import host_rng
-from .backends.graphs import check_mode, epoch_runner, runner_key
-from .model import MLP
-from .optim import Optimizer, make_schedule
-from .backends.placement import place_inputs
+from mlp_backend import functional as F
+from mlp_backend.backends import host_rng
+from mlp_backend.training.runner import check_mode, epoch_runner, runner_key
+from mlp_backend.model import MLP
+from mlp_backend.optim import Optimizer, make_schedule
+from mlp_backend.backends.placement import place_inputs
 
 PIXEL_SCALE = 1.0 / 255.0
 
@@ -87,12 +87,12 @@ class Trainer:
     ``cuda_graphs`` (``auto``, ``on``, ``off``): on ``--device cuda`` an epoch's steps are
     captured once into a CUDA graph and replayed every epoch, also across :meth:`fit` calls
     while the data, shapes and configuration stay the same (:meth:`close` frees the graph;
-    see :mod:`mlp_backend.backends.graphs`); ``auto`` runs eager where that cannot be done and
+    see :mod:`mlp_backend.training.runner`); ``auto`` runs eager where that cannot be done and
     logs why once, ``on`` raises instead, ``off`` never captures. Elsewhere ``auto`` is
     silently eager. After :meth:`fit`, :attr:`graph_status` is one line: ``captured: ...``
     or ``eager: <reason>``.
 
-    ``dist`` (a :class:`mlp_backend.distributed.Distributed`, or None for one process)
+    ``dist`` (a :class:`mlp_backend.training.distributed.Distributed`, or None for one process)
     trains data-parallel: the loop calls it at fixed points (weights broadcast at the
     start of ``fit``, this rank's share of each batch, the gradient all-reduce after each
     backward pass, the metric sums once per epoch); only rank 0 logs and draws the bar.
@@ -272,7 +272,7 @@ class Trainer:
 
     def _epoch_runner(self, x, y):
         """This trainer's runner for (x, y): the one kept from the last fit where nothing it
-        was built for has changed (:func:`~mlp_backend.backends.graphs.runner_key`), else a
+        was built for has changed (:func:`~mlp_backend.training.runner.runner_key`), else a
         new one (the old one closed first: one graph per trainer at most)."""
         key = runner_key(self, x, y, self.cuda_graphs)
         if self._runner is None or self._runner_key != key:

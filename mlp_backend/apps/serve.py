@@ -1,8 +1,8 @@
 """``mlp-backend serve MODEL``: a local web page to draw digits on and watch the model answer.
 
-The page (plain HTML/JS/CSS shipped in ``mlp_backend/static``, nothing fetched from
+The page (plain HTML/JS/CSS shipped in ``mlp_backend/apps/static``, nothing fetched from
 elsewhere) sends the drawing as a PNG to ``POST /api/predict``; the server normalises it
-the way MNIST was made (:func:`mlp_backend.preprocess.mnist_normalize`), runs the model and
+the way MNIST was made (:func:`mlp_backend.data.images.mnist_normalize`), runs the model and
 answers with the 28x28 image, the ten probabilities, the predicted class and every hidden
 layer's activations. ``GET /api/run`` describes the model and the run that trained it
 (``history.csv`` and ``metrics.json`` next to the checkpoint); ``GET /api/errors`` computes,
@@ -55,8 +55,8 @@ class RequestError(Exception):
 
 
 def static_files() -> dict:
-    """``{url path: (bytes, content type)}`` for every file shipped in ``mlp_backend/static``."""
-    root = resources.files("mlp_backend") / "static"
+    """``{url path: (bytes, content type)}`` for every file shipped in ``mlp_backend/apps/static``."""
+    root = resources.files("mlp_backend.apps") / "static"
     files = {}
     for entry in root.iterdir():
         suffix = Path(entry.name).suffix
@@ -85,7 +85,7 @@ class DigitApp:
     """The model and everything the page asks of it; thread-safe (one model call at a time)."""
 
     def __init__(self, model_path, device="cpu", log=None):
-        from .checkpoint import load_checkpoint
+        from mlp_backend.training.checkpoint import load_checkpoint
         self.path = Path(model_path)
         self.ckpt = load_checkpoint(self.path, device=device)
         self.model = self.ckpt.model
@@ -101,7 +101,7 @@ class DigitApp:
     # ----- the model ------------------------------------------------------------------
     def forward(self, x):
         """Every layer's output for uint8 rows ``x`` (n, 784), as host arrays: [hidden..., output]."""
-        from .train import prepare_inputs
+        from mlp_backend.training.trainer import prepare_inputs
         m = self.model
         with self._lock:
             cache = m.forward(prepare_inputs(m.backend.asarray(x), m))
@@ -110,7 +110,7 @@ class DigitApp:
     def predict_image(self, png: bytes) -> dict:
         """The page's drawing (PNG/any image PIL reads, white ink on black) -> the answer JSON."""
         from PIL import Image, UnidentifiedImageError
-        from .preprocess import mnist_normalize
+        from mlp_backend.data.images import mnist_normalize
         try:
             with Image.open(io.BytesIO(png)) as im:
                 w, h = im.size
@@ -173,7 +173,7 @@ class DigitApp:
             cached = self._errors
         if cached is not None:
             return cached
-        from .data import DataError, load_dataset
+        from mlp_backend.data import DataError, load_dataset
         name = self.ckpt.run_config.get("dataset") or "mnist"
         try:
             ds = load_dataset(name, log=None, download=False)

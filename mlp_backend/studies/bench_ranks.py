@@ -30,11 +30,11 @@ ALLREDUCE_CALLS = 20
 
 def _child(spec: dict) -> None:
     """One configuration, inside its own process (one rank of it, under mpiexec)."""
-    from .bench import load_data
-    from .distributed import init
-    from .model import MLP
-    from .optim import make_optimizer
-    from .train import Trainer
+    from mlp_backend.studies.bench import load_data
+    from mlp_backend.training.distributed import init
+    from mlp_backend.model import MLP
+    from mlp_backend.optim import make_optimizer
+    from mlp_backend.training.trainer import Trainer
     dist = init()
     x, y, _, _ = (load_data(spec["data"], spec["rows"]) if dist is None
                   else dist.root_first(lambda: load_data(spec["data"], spec["rows"])))
@@ -68,15 +68,15 @@ def _child(spec: dict) -> None:
 
 def run_config(net: str, ranks: int, threads: int, *, batch: int, epochs: int, data: str, rows) -> dict:
     """Time one configuration in a child process; returns the child's result."""
-    from .distributed import find_mpiexec
+    from mlp_backend.training.distributed import find_mpiexec
     spec = {"net": net, "batch": batch, "epochs": epochs, "data": data, "rows": rows}
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "mlp_backend.bench_ranks", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "mlp_backend.studies.bench_ranks", json.dumps(spec)]
     if ranks > 1:
         mpiexec = find_mpiexec()
         if mpiexec is None:
-            from .distributed import INSTALL_HINT, DistributedError
+            from mlp_backend.training.distributed import INSTALL_HINT, DistributedError
             raise DistributedError(f"bench --ranks {ranks} needs mpiexec: {INSTALL_HINT}")
         cmd = [mpiexec, "-n", str(ranks), *cmd]
     child = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -133,7 +133,7 @@ def format_table(rows: list[dict]) -> str:
 def main_args(args) -> dict:
     """``mlp-backend bench --ranks 1,2 [--nets ...] [--batch N] [--repeats N] [--rows N] [--data NAME]``:
     --nets left at the comparison's default and --batch unset mean this benchmark's (NETS, 512)."""
-    from .bench import DEFAULT_NETS
+    from mlp_backend.studies.bench import DEFAULT_NETS
     ranks_list = sorted({int(s) for s in str(args.ranks).split(",") if s.strip()})
     if not ranks_list or ranks_list[0] < 1:
         raise ValueError(f"--ranks takes rank counts >= 1, e.g. 1,2; got {args.ranks!r}")
@@ -144,7 +144,7 @@ def main_args(args) -> dict:
     batch = batches[0]
     load_start = os.getloadavg()
     rows = scaling(nets, ranks_list, batch=batch, repeats=args.repeats, data=args.data, rows=args.rows)
-    from .bench import _cpu_model
+    from mlp_backend.studies.bench import _cpu_model
     out = {"command": " ".join(["mlp-backend bench", *sys.argv[2:]]), "cores": os.cpu_count(), "cpu": _cpu_model(),
            "load_average_start": load_start, "load_average_end": os.getloadavg(), "results": rows}
     print()

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np  # host side: index arithmetic and host buffers for MPI
 
-from .backend import ENV_DEVICE, BackendError, get_backend
+from mlp_backend.backends import ENV_DEVICE, BackendError, get_backend
 
 __all__ = ["Distributed", "DistributedError", "init", "launched_size", "shard_bounds", "spawn", "guard",
            "INSTALL_HINT", "ENV_TIMEOUT"]
@@ -139,7 +139,7 @@ def spawn(ranks: int, argv: list, *, log=None) -> int:
     threads = str(max(1, (os.cpu_count() or 1) // ranks))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, threads)
-    cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mlp_backend.cli", *rest]
+    cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mlp_backend.apps.cli", *rest]
     if log is not None:
         log(f"running {ranks} ranks ({env['OPENBLAS_NUM_THREADS']} BLAS thread(s) each): {' '.join(cmd)}")
     proc = subprocess.Popen(cmd, env=env)
@@ -240,7 +240,7 @@ def _wait_until_read(streams, timeout: float = 1.0) -> float:
 class Distributed:
     """One rank of a data-parallel job over ``comm`` (an mpi4py communicator).
 
-    The :class:`~mlp_backend.train.Trainer` takes it as ``dist=`` and calls
+    The :class:`~mlp_backend.training.trainer.Trainer` takes it as ``dist=`` and calls
     :meth:`broadcast_params` when ``fit`` starts, :meth:`shard_epoch` for each epoch's
     batches, :meth:`allreduce_grads` after every backward pass and
     :meth:`allreduce_sum` on the epoch's metric sums.
@@ -528,7 +528,7 @@ def guard(dist: "Distributed | None", *, diverged: int, interrupted: int):
     rank together; their exit codes are given); a no-op context for one process."""
     if dist is None:
         return nullcontext()
-    from .train import TrainingDiverged
+    from mlp_backend.training.trainer import TrainingDiverged
     return dist.guard({TrainingDiverged: diverged, KeyboardInterrupt: interrupted})
 
 

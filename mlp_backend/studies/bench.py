@@ -17,7 +17,7 @@ memory, on the same number of threads.
 
 ``--device cuda`` times first the default ``mlp-backend train --device cuda`` run (10
 epochs) and the time to 98% test accuracy of the same configuration on the full training
-set (:mod:`mlp_backend.bench_gpu`), then, per net x batch (128, 1024) x optimizer (SGD,
+set (:mod:`mlp_backend.studies.bench_gpu`), then, per net x batch (128, 1024) x optimizer (SGD,
 Adam), in one interleaved run: mlp-backend with ``--cuda-graphs`` (default ``auto``),
 mlp-backend with graphs off, PyTorch CUDA eager, PyTorch with the whole epoch captured as
 one CUDA graph, and the GEMM floor (CuPy matmuls). The device is synchronised around every
@@ -109,7 +109,7 @@ def load_data(name: str, rows: int | None):
         n = rows or 60_000
         return (rng.integers(0, 256, (n, 784), dtype=np.uint8), rng.integers(0, 10, n),
                 rng.integers(0, 256, (10_000, 784), dtype=np.uint8), rng.integers(0, 10, 10_000))
-    from .data import load_dataset
+    from mlp_backend.data import load_dataset
     d = load_dataset(name)
     x, y = d.x_train, d.y_train.astype(np.int64)
     if rows:
@@ -163,7 +163,7 @@ def graph_kwargs(mode: "str | None") -> dict:
         return {}
     if mode not in GRAPH_MODES:
         raise ValueError(f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}, got {mode!r}")
-    from .train import Trainer
+    from mlp_backend.training.trainer import Trainer
     if "cuda_graphs" in inspect.signature(Trainer).parameters:
         return {"cuda_graphs": mode}
     if mode == "on":
@@ -181,9 +181,9 @@ def ours_epoch(sizes, x, y, batch, device, lr=0.1, optimizer="sgd", cuda_graphs=
     """One epoch of mlp-backend. With ``cuda_graphs`` None (the CPU benchmark) the trainer's
     ``train_epoch``; with a mode, ``Trainer.fit`` one epoch further (the path that captures,
     with its one host sync per epoch). The callable's ``trainer`` attribute is the Trainer."""
-    from .model import MLP
-    from .optim import make_optimizer
-    from .train import Trainer
+    from mlp_backend.model import MLP
+    from mlp_backend.optim import make_optimizer
+    from mlp_backend.training.trainer import Trainer
     model = MLP(sizes, "relu", device=device, seed=0)
     b = model.backend
     xd, yd = b.asarray(x), b.asarray(y)
@@ -308,7 +308,7 @@ def candidates(sizes, x, y, *, batch: int, device: str, optimizer: str = "sgd",
             elif name == "torch":
                 cands[name] = torch_epoch(sizes, x, y, batch, device, lr, optimizer)
             elif name == TORCH_GRAPH:
-                from .bench_gpu import torch_graph_epoch
+                from mlp_backend.studies.bench_gpu import torch_graph_epoch
                 cands[name] = torch_graph_epoch(sizes, x, y, batch, lr, optimizer)
             elif name == "sklearn":
                 cands[name] = sklearn_epoch(sizes, x, y, batch, lr)
@@ -379,9 +379,9 @@ def time_to_accuracy(x, y, xt, yt, *, net="784-512-256-10", target=0.98, epochs=
     """Train ``net`` and evaluate on the test set after every epoch; wall time (training plus
     evaluation, after the data is on the device) until test accuracy >= ``target``.
     ``cuda_graphs``: the Trainer's CUDA-graph mode (None: the Trainer's default)."""
-    from .model import MLP
-    from .optim import make_optimizer, make_schedule
-    from .train import Trainer
+    from mlp_backend.model import MLP
+    from mlp_backend.optim import make_optimizer, make_schedule
+    from mlp_backend.training.trainer import Trainer
     model = MLP(_sizes(net), "relu", device=device, seed=seed)
     b = model.backend
     xd, yd, xv, yv = b.asarray(x), b.asarray(y), b.asarray(xt), b.asarray(yt)
@@ -417,10 +417,10 @@ import json, resource, sys, tracemalloc
 a = json.loads(sys.argv[1])
 if a["trace"]:  # tracemalloc's own bookkeeping inflates maxrss: measured in a separate child
     tracemalloc.start()
-from mlp_backend.bench import load_data
+from mlp_backend.studies.bench import load_data
 from mlp_backend.model import MLP
 from mlp_backend.optim import make_optimizer, make_schedule
-from mlp_backend.train import Trainer
+from mlp_backend.training.trainer import Trainer
 x, y, xt, yt = load_data(a["data"], None)
 model = MLP([int(s) for s in a["net"].split("-")], "relu", device="cpu", seed=0)
 b = model.backend
@@ -504,7 +504,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also measure the peak memory of a --tta-net training run in a child process")
     p.add_argument("--json", default=None, help="write all results to this JSON file")
     p.add_argument("--ranks", default=None, metavar="1,2",
-                   help="instead: data-parallel scaling over MPI ranks (mlp_backend.bench_ranks; nets "
+                   help="instead: data-parallel scaling over MPI ranks (mlp_backend.studies.bench_ranks; nets "
                         "784-512-256-10,784-2048-2048-10 and batch 512 unless --nets/--batch are given)")
 
 
@@ -531,14 +531,14 @@ def plan(args) -> dict:
 def save_json(path, out: dict) -> None:
     """Write the results so far (atomically, to a regular file: a run cut short keeps them)."""
     if path and not str(path).startswith("/dev/"):
-        from .data.formats import atomic_write_bytes
+        from mlp_backend.data.formats import atomic_write_bytes
         data = json.dumps(out, indent=1, default=str).encode()
         atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def main_args(args) -> dict:
-    if getattr(args, "ranks", None):  # data-parallel scaling has its own runs (mlp_backend.bench_ranks)
-        from .bench_ranks import main_args as ranks_main
+    if getattr(args, "ranks", None):  # data-parallel scaling has its own runs (mlp_backend.studies.bench_ranks)
+        from mlp_backend.studies.bench_ranks import main_args as ranks_main
         return ranks_main(args)
     out: dict = {"command": " ".join(["python benchmarks/bench.py", *sys.argv[1:]])}
     try:
@@ -548,13 +548,13 @@ def main_args(args) -> dict:
     guard = limit_threads(args.threads)
     out["environment"] = environment(args.threads)
     if args.device == "cuda":
-        from .bench_gpu import gpu_environment
+        from mlp_backend.studies.bench_gpu import gpu_environment
         out["environment"]["cuda"] = gpu_environment()
     print(json.dumps(out["environment"], indent=1))
     x, y, xt, yt = load_data(args.data, args.rows)
     results = out["results"] = []
     if grid["default_run"]:  # first: the issue's two figures of the default run survive a grid cut short
-        from .bench_gpu import default_run, default_time_to_accuracy
+        from mlp_backend.studies.bench_gpu import default_run, default_time_to_accuracy
         dev = "cuda" if args.device == "cuda" else "cpu"
         if args.data == "synthetic":
             print("\ndefault train run: skipped (it needs a real data set, not --data synthetic)")
@@ -617,7 +617,7 @@ def main_args(args) -> dict:
             i = argv.index("--json")
             del argv[i:i + 2]
         print(f"\n--- child process with OPENBLAS_CORETYPE {label} ---", flush=True)
-        child = subprocess.run([sys.executable, "-m", "mlp_backend.bench", *argv, "--json", "/dev/stdout"],
+        child = subprocess.run([sys.executable, "-m", "mlp_backend.studies.bench", *argv, "--json", "/dev/stdout"],
                                env=env, capture_output=True, text=True)
         cut = child.stdout.find('{\n "command"')
         print(child.stdout[:cut] if child.returncode == 0 and cut >= 0 else child.stdout + child.stderr)

@@ -1,7 +1,7 @@
 """The GPU benchmark's own parts: PyTorch's whole epoch as one CUDA graph, the GPU's
 versions, and the default ``train`` run with its time to accuracy.
 
-:mod:`mlp_backend.bench` runs the interleaved comparison; with ``--device cuda`` it takes
+:mod:`mlp_backend.studies.bench` runs the interleaved comparison; with ``--device cuda`` it takes
 from here the PyTorch whole-epoch graph (the near launch-free peer: every full batch of an
 epoch captured once with ``torch.cuda.CUDAGraph`` and replayed, the same maths as the eager
 peer), the card/driver/CUDA/library versions for the record, and two end-to-end figures:
@@ -92,7 +92,7 @@ def torch_graph_epoch(sizes, x, y, batch, lr=0.1, optimizer="sgd", warmup_steps=
     the graph's work eagerly."""
     import torch
 
-    from .bench import torch_net, torch_optimizer
+    from mlp_backend.studies.bench import torch_net, torch_optimizer
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 products in float32, as ours
     net, xt, yt = torch_net(sizes, x, y, "cuda")
     params = list(net.parameters())
@@ -136,8 +136,8 @@ def default_run(dataset: str, device: str = "cuda", cuda_graphs: "str | None" = 
     and ``--cuda-graphs`` aside), written to a temporary folder: the sum of its epoch times
     (``total_train_seconds``, what `train` reports: training plus the per-epoch validation),
     each epoch's time (the first includes any capture), the accuracies and the graph status."""
-    from .bench import graph_status
-    from .run import resolve_config, train_run
+    from mlp_backend.studies.bench import graph_status
+    from mlp_backend.training.run import resolve_config, train_run
     options = {"dataset": dataset, "epochs": epochs}
     if cuda_graphs is not None:
         options["cuda_graphs"] = cuda_graphs
@@ -163,9 +163,9 @@ def default_time_to_accuracy(x, y, xt, yt, device: str = "cuda", cuda_graphs: "s
                              target: float = 0.98, log=print) -> dict:
     """The default configuration (net, Adam 1e-3, cosine over its 10 epochs, batch 128,
     float32, seed 0) trained on all of ``x`` with the test set evaluated after every epoch:
-    wall time until test accuracy >= ``target`` (:func:`mlp_backend.bench.time_to_accuracy`)."""
-    from .bench import time_to_accuracy
-    from .presets import PRESETS
+    wall time until test accuracy >= ``target`` (:func:`mlp_backend.studies.bench.time_to_accuracy`)."""
+    from mlp_backend.studies.bench import time_to_accuracy
+    from mlp_backend.training.presets import PRESETS
     cfg = PRESETS["default"]
     net = "-".join(str(v) for v in (x.shape[1], *cfg["hidden"], 10))
     log(f"\ntime to {target:.1%} test accuracy, default configuration ({net}, {cfg['optimizer']} lr {cfg['lr']:g}, "

@@ -1,0 +1,9 @@
+"""What a user runs: the command line, the drawing server and the plots.
+
+================  ====================================================================
+``cli``           ``mlp-backend``: its commands and their one-line errors
+``cli_names``     option values accepted in either spelling (cross-entropy, cross_entropy)
+``serve``         ``mlp-backend serve``: a page to draw a digit and see the prediction
+``plots``         loss and accuracy curves, confusion matrices, misclassified digits
+================  ====================================================================
+"""
