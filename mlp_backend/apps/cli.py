@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from mlp_backend.training.presets import PRESETS
+from mlp_backend.apps.exit_codes import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 
-EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 PLUGINS = ("mlp_backend.studies.reproduce", "mlp_backend.studies.bench", "mlp_backend.interop.onnx_export", "mlp_backend.apps.serve")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -292,7 +292,7 @@ def cmd_evaluate(args) -> int:
     if args.out:
         import csv
         import io
-        from mlp_backend.data.formats import atomic_write_bytes, write_json_atomic
+        from mlp_backend.data.atomic import atomic_write_bytes, write_json_atomic
         from mlp_backend.apps.plots import plot_confusion
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

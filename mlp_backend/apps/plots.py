@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only, never a window; safe on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mlp_backend.data.formats import atomic_write_bytes  # noqa: E402
+from mlp_backend.data.atomic import atomic_write_bytes  # noqa: E402
 
 __all__ = ["save_figure", "plot_curves", "plot_history", "plot_confusion"]
 

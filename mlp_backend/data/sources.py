@@ -34,9 +34,9 @@ from mlp_backend.data.formats import (
     read_wheel_csvs,
     sha256_file,
     validate,
-    write_json_atomic,
     write_npz_atomic,
 )
+from mlp_backend.data.atomic import write_json_atomic
 
 ENV_DATA_DIR = "MLP_BACKEND_DATA_DIR"
 HTTP_TIMEOUT = 10.0  # seconds per socket operation; a dead mirror fails fast

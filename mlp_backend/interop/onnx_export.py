@@ -156,7 +156,7 @@ def export_onnx(model, path, *, overwrite: bool = False, features: bool = False,
     """Write ``model`` (an MLP, a fitted MLPClassifier or a checkpoint path) to ``path`` as
     ONNX (see :func:`to_onnx`); returns the path. An existing file is replaced only with
     ``overwrite``."""
-    from mlp_backend.data.formats import atomic_write_bytes
+    from mlp_backend.data.atomic import atomic_write_bytes
     path = Path(path)
     proto = to_onnx(model, features=features, classes=classes)
     if path.exists() and not overwrite:

@@ -531,7 +531,7 @@ def plan(args) -> dict:
 def save_json(path, out: dict) -> None:
     """Write the results so far (atomically, to a regular file: a run cut short keeps them)."""
     if path and not str(path).startswith("/dev/"):
-        from mlp_backend.data.formats import atomic_write_bytes
+        from mlp_backend.data.atomic import atomic_write_bytes
         data = json.dumps(out, indent=1, default=str).encode()
         atomic_write_bytes(path, lambda f: f.write(data))
 

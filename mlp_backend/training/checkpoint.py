@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np  # host side only: checkpoints are host arrays
 
 from mlp_backend.backends import get_backend
-from mlp_backend.data.formats import atomic_write_bytes, write_json_atomic
+from mlp_backend.data.atomic import atomic_write_bytes, write_json_atomic
 from mlp_backend.model import MLP
 from mlp_backend.optim import Optimizer, make_optimizer
 

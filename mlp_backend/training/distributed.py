@@ -66,7 +66,6 @@ ENV_NCCL = "MLP_BACKEND_NCCL"  # 0: never use NCCL (host buffers over MPI instea
 DEFAULT_TIMEOUT = 300.0
 # What launchers set for every rank: MPICH/Intel MPI (hydra), Open MPI, MVAPICH.
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-KNOWN_EXIT_CODES = (0, 1, 2, 3, 130)  # the CLI's: ok, error, usage, diverged, Ctrl-C
 
 
 class DistributedError(BackendError):
@@ -149,6 +148,7 @@ def spawn(ranks: int, argv: list, *, log=None) -> int:
             break
         except KeyboardInterrupt:  # mpiexec forwards Ctrl-C to the ranks; wait for them to save and stop
             continue
+    from mlp_backend.apps.exit_codes import KNOWN as KNOWN_EXIT_CODES  # the CLI's own codes
     if code not in KNOWN_EXIT_CODES:  # not one of mlp-backend's own: a rank exited early or was killed
         sys.stderr.write(f"error: the {ranks}-rank job ended with exit code {code}: a rank exited or was killed "
                          "(its message, if it printed one, is above)\n")

@@ -36,7 +36,7 @@ from mlp_backend import __version__
 from mlp_backend.backends import get_backend
 from mlp_backend.training.checkpoint import _jsonable, load_checkpoint, save_checkpoint
 from mlp_backend.data import load_dataset, train_val_split
-from mlp_backend.data.formats import atomic_write_bytes, write_json_atomic
+from mlp_backend.data.atomic import atomic_write_bytes, write_json_atomic
 from mlp_backend.model import MLP
 from mlp_backend.optim import make_optimizer, make_schedule
 from mlp_backend.training.presets import PRESETS, paper_split
