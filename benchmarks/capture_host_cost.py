@@ -49,15 +49,15 @@ def main(argv=None) -> int:
             sizes = [int(v) for v in net.split("-")]
             model = _on_fake_gpu(mb.MLP(sizes, "relu", device="cpu", seed=0, dtype="float32"))
             tr = Trainer(model, make_optimizer(opt, 0.1), batch_size=args.batch, progress="none", log=lambda *_: None)
-            runner = GraphRunner(tr, x, y, 1 / 255, strict=True)
+            runner = GraphRunner(tr, x, y, strict=True)
             times = []
-            with runner.stream:
+            with runner.gs.stream:
                 runner._warm_up()
                 for _ in range(args.repeats):
                     t0 = time.perf_counter()
                     runner._capture()
                     times.append(time.perf_counter() - t0)
-            steps, nodes = len(runner.steps), len(runner.graph.records)
+            steps, nodes = len(runner.step.plan.batches), len(runner.graph.records)
             t = statistics.median(times)
             print(f"  {net:16s} {opt:5s} {steps} steps, {nodes} nodes ({nodes / steps:.1f} per step): "
                   f"{t:.3f} s, {t / steps * 1e6:.0f} µs per step, {t / nodes * 1e6:.1f} µs per node")

@@ -145,6 +145,29 @@ class MLP:
         self.params = self.ops.pack(layout, self.dtype, self.backend.device, p, order=list(p))
         return self.params
 
+    def bind_params(self):
+        """The parameters as the buffers a training step updates in place, which stay put
+        from call to call (so a captured CUDA graph that updates them stays valid): where
+        the kernels reuse buffers, views of one flat buffer, into which parameters assigned
+        since the last call (``model.params = ...``, a checkpoint, early stopping's restore)
+        are copied. Elsewhere the parameter dict itself. Returns ``params``."""
+        p = self.params
+        if not self.ops.reuses_buffers:
+            return p
+        old = self.__dict__.get("_bound")  # (the dict, its views, their flat buffer)
+        if old is not None and p is old[0] and p.flat is not None:
+            return p
+        layout = flat_layout({k: v.shape for k, v in p.items()})
+        if old is None or old[0].layout != layout or old[2].dtype != self.dtype or not self.backend.owns(old[2]):
+            p = self.flat_params()
+        else:
+            for k, v in old[1].items():
+                if p[k] is not v:
+                    self.ops.copy_(v, p[k])
+            p = self.params = FlatDict(old[1], old[2], layout)
+        self._bound = (p, dict(p), p.flat)
+        return p
+
     @property
     def ops(self):
         """The backend's kernels (:mod:`mlp_backend.backends`): buffer-reusing on NumPy,
@@ -153,9 +176,9 @@ class MLP:
 
     def workspace(self, n: int) -> "Workspace | None":
         """Preallocated activation/gradient buffers for batches of ``n`` rows, or None where
-        the backend allocates anyway. The training loop passes one to :meth:`forward` and
-        :meth:`backward` (through :meth:`loss_and_grads` while ``reuse_buffers`` is set),
-        so a step allocates nothing; results then live in these buffers until the next step."""
+        the backend allocates anyway. The training step passes one to :meth:`forward` and
+        :meth:`backward`, so a step allocates nothing; results then live in these buffers
+        until the next step."""
         if not self.ops.reuses_buffers:
             return None
         key = (n, self.backend.label, self.dtype_name)
@@ -244,20 +267,9 @@ class MLP:
         return grads if ws is None else ws.flat_grads()
 
     def loss_and_grads(self, x, y, normalizer=None):
-        """(loss, grads, cache) for one batch: forward, loss, backward.
-
-        While :attr:`reuse_buffers` is set (the training loop sets it for the steps of an
-        epoch) the results live in a per-batch-size :meth:`workspace` and are overwritten
-        by the next call; otherwise they are fresh arrays.
-        """
-        ws = None
-        if self.reuse_buffers:
-            ws = self.workspace(x.shape[0])
-            self.flat_params()
-        cache = self.forward(x, ws)
-        return self.loss(cache, y), self.backward(cache, y, normalizer, ws), cache
-
-    reuse_buffers = False
+        """(loss, grads, cache) for one batch: forward, loss, backward, in fresh arrays."""
+        cache = self.forward(x)
+        return self.loss(cache, y), self.backward(cache, y, normalizer), cache
 
     # ----- inference ------------------------------------------------------------------
     def predict_proba(self, x):

@@ -36,11 +36,6 @@ class Optimizer:
         self.lr, self.weight_decay, self.t = float(lr), float(weight_decay), 0
         self.state: dict[str, dict] = {b: {} for b in self.buffer_names}
 
-    def _decayed(self, key, g, w):
-        if self.weight_decay and key.startswith("w"):
-            return g + self.weight_decay * w
-        return g
-
     def _buffer(self, kind, key, like, xp):
         buf = self.state[kind].get(key)
         if buf is None:
@@ -59,66 +54,83 @@ class Optimizer:
         return t
 
     def step(self, params: dict, grads: dict, xp) -> None:
-        """One update of every parameter in ``params`` (in place).
-
-        Where ``params`` and ``grads`` are :class:`~mlp_backend.backends.FlatDict` views of
-        two flat buffers with one layout (the training loop's buffer-reusing path), the
-        update runs on the flat buffers: one kernel sequence for all weights (decayed) and
-        one for all biases, instead of one per parameter. Same arithmetic either way."""
+        """Update number ``t + 1`` of every parameter in ``params`` (in place), its scalars
+        from this optimizer's attributes (a host value each)."""
         self.t += 1
+        self.update(params, grads, ops_for(xp))
+
+    def update(self, params: dict, grads: dict, ops, scalars=None) -> None:
+        """One update of every parameter in ``params`` (in place) from ``grads``; the step
+        count :attr:`t` is the caller's to advance.
+
+        ``scalars`` is None (the learning rate and step from this optimizer's attributes, as
+        host values) or a device row of :meth:`step_scalars` in the parameters' dtype, which
+        a captured CUDA graph replays with the values written before each epoch. Where
+        ``params`` and ``grads`` are :class:`~mlp_backend.backends.FlatDict` views of two flat
+        buffers with one layout (:meth:`bind`), the update runs on the flat buffers: one
+        kernel sequence for all weights (decayed) and one for all biases. Same arithmetic
+        either way; nothing is read from the device and nothing syncs."""
         pf, gf = getattr(params, "flat", None), getattr(grads, "flat", None)
-        if pf is not None and gf is not None and params.layout == grads.layout:
-            ops = ops_for(xp)
-            if ops.reuses_buffers:
-                self._step_flat(params, pf, gf, ops)
-                return
+        if pf is not None and gf is not None and params.layout == grads.layout and ops.reuses_buffers:
+            if any(getattr(self.state.get(k), "layout", None) != params.layout or self.state[k].flat is None
+                   for k in self.buffer_names):
+                self.bind(params, ops)
+            bufs = [self.state[kind].flat for kind in self.buffer_names]
+            tmp, nd = self._scratch("__flat__", pf, ops), params.n_decay
+            if self.weight_decay and nd:  # weights (the prefix) decayed, biases not
+                self._apply(ops, pf[:nd], gf[:nd], [b[:nd] for b in bufs], self.weight_decay, tmp[:nd], scalars)
+                if nd < pf.shape[0]:
+                    self._apply(ops, pf[nd:], gf[nd:], [b[nd:] for b in bufs], 0.0, tmp[nd:], scalars)
+            else:
+                self._apply(ops, pf, gf, bufs, 0.0, tmp, scalars)
+            return
         for key, g in grads.items():
-            self._update(key, params, g, xp)
+            w = params[key]
+            wd = self.weight_decay if key.startswith("w") else 0.0
+            bufs = [self._buffer(kind, key, g, ops.xp) for kind in self.buffer_names]
+            self._apply(ops, w, g, bufs, wd, self._scratch(key, w, ops), scalars)
 
-    def _step_flat(self, params, pf, gf, ops, sc=None):
-        bufs = [self._flat_state(kind, params, ops) for kind in self.buffer_names]
-        tmp = self._scratch("__flat__", pf, ops)
-        nd = params.n_decay
-        if self.weight_decay and nd:  # weights (the prefix) decayed, biases not
-            self._apply(ops, pf[:nd], gf[:nd], [b[:nd] for b in bufs], self.weight_decay, tmp[:nd], sc)
-            if nd < pf.shape[0]:
-                self._apply(ops, pf[nd:], gf[nd:], [b[nd:] for b in bufs], 0.0, tmp[nd:], sc)
-        else:
-            self._apply(ops, pf, gf, bufs, 0.0, tmp, sc)
-
-    # ----- the graph-ready step: every per-step scalar read from a device array -----------
     SCALARS = ("lr", "decay", "step", "eps")  # the columns of step_scalars / a device row
 
     def step_scalars(self, t: int) -> tuple:
         """The host scalars update number ``t`` (1-based) uses, as floats in :attr:`SCALARS`
         order: the learning rate, the decoupled decay factor ``1 - lr * weight_decay`` and,
-        for Adam, the bias-corrected step and epsilon. Computed in float64 exactly as
-        :meth:`step` computes them, so a device copy cast to the parameters' dtype gives
-        bitwise the same update."""
+        for Adam, the bias-corrected step and epsilon. Computed in float64 exactly as the
+        host-scalar update computes them, so a device copy cast to the parameters' dtype
+        gives bitwise the same update."""
         return (self.lr, 1.0 - self.lr * self.weight_decay, 0.0, 0.0)
 
-    def step_device(self, params, grads, ops, sc) -> None:
-        """:meth:`step` on flat buffers with its scalars read from the device row ``sc``
-        (one row of :meth:`step_scalars`, in the parameters' dtype), so that a captured
-        CUDA graph replays it with new learning rates and step counts. The caller owns the
-        step count: it advances :attr:`t` once per replayed step. Nothing is read from the
-        host, nothing is allocated (on the fused and buffer backends) and nothing syncs."""
-        self._step_flat(params, params.flat, grads.flat, ops, sc)
-
-    def _flat_state(self, kind, params, ops):
-        """The flat buffer behind ``state[kind]``, laid out like ``params``; state loaded or
-        built per parameter before is copied in (missing entries start at zero)."""
-        st = self.state.get(kind)
-        if getattr(st, "flat", None) is None or st.layout != params.layout:
-            st = self.state[kind] = ops.pack(params.layout, params.flat.dtype, getattr(params.flat, "device", None),
-                                             st or None, order=list(params))
-        return st.flat
-
-    def _update(self, key, params, g, xp):
-        ops, w = ops_for(xp), params[key]
-        wd = self.weight_decay if key.startswith("w") else 0.0
-        bufs = [self._buffer(kind, key, g, xp) for kind in self.buffer_names]
-        self._apply(ops, w, g, bufs, wd, self._scratch(key, w, ops))
+    def bind(self, params, ops) -> None:
+        """Lay the state out like ``params`` (a :class:`~mlp_backend.backends.FlatDict`) in
+        flat buffers that stay put from call to call, so a captured CUDA graph that updates
+        them stays valid: state loaded or replaced since the last call (a checkpoint) is
+        copied into them, missing entries start at zero. Makes the update's scratch buffer
+        too. Nothing to do where ``params`` is a plain dict (kernels without buffers)."""
+        if getattr(params, "flat", None) is None or not ops.reuses_buffers:
+            return
+        from mlp_backend.backends import FlatDict
+        bound = self.__dict__.setdefault("_bound", {})
+        flat = params.flat
+        for kind in self.buffer_names:
+            st, old = self.state.get(kind), bound.get(kind)
+            if old is not None and st is old[0] and st.flat is not None:
+                continue  # untouched since the last bind
+            mine = old is not None and old[0].layout == params.layout and old[2].dtype == flat.dtype \
+                and ops.same_device(old[2], flat)
+            if mine:  # copy what was loaded or replaced into the buffers bound before
+                views = old[1]
+                for k, v in views.items():
+                    src = (st or {}).get(k)
+                    if src is None:
+                        ops.fill_(v, 0)
+                    elif src is not v:
+                        ops.copy_(v, src)
+                st = FlatDict(views, old[2], params.layout)
+            else:
+                st = ops.pack(params.layout, flat.dtype, ops.device_of(flat), st or None, order=list(params))
+            self.state[kind] = st
+            bound[kind] = (st, dict(st), st.flat)  # the dict, its views, their buffer
+        self._scratch("__flat__", flat, ops)
 
     def _apply(self, ops, w, g, bufs, wd, tmp, sc=None):  # pragma: no cover - abstract
         """Update ``w`` in place from ``g`` with state buffers ``bufs`` (``buffer_names``);
@@ -152,6 +164,7 @@ class SGD(Optimizer):
     name = "sgd"
 
     def _apply(self, ops, w, g, bufs, wd, tmp, sc=None):
+        r"""$W \leftarrow W - \eta\,(g + \lambda W)$ ($\lambda$: weight decay, weights only)."""
         if sc is not None:
             ops.sgd_dev(w, g, sc, wd, tmp)
         else:
@@ -178,6 +191,8 @@ class Momentum(Optimizer):
         return {**super().config(), "momentum": self.momentum}
 
     def _apply(self, ops, w, g, bufs, wd, tmp, sc=None):
+        r"""With $\tilde g = g + \lambda W$: $v \leftarrow \mu v + \tilde g$, then
+        $W \leftarrow W - \eta v$ (momentum) or $W \leftarrow W - \eta(\tilde g + \mu v)$ (Nesterov)."""
         if sc is not None:
             ops.momentum_dev(w, bufs[0], g, sc, self.momentum, wd, self.nesterov, tmp)
         else:
@@ -211,6 +226,18 @@ class Adam(Optimizer):
         return (self.lr, 1.0 - self.lr * self.weight_decay, *self._corrected(t))
 
     def _apply(self, ops, w, g, bufs, wd, tmp, sc=None):
+        r"""Kingma & Ba, with the bias corrections folded into two scalars (:meth:`_corrected`):
+
+        .. math::
+            m \leftarrow \beta_1 m + (1-\beta_1)\,\tilde g, \quad
+            v \leftarrow \beta_2 v + (1-\beta_2)\,\tilde g^2, \quad
+            W \leftarrow W - \underbrace{\frac{\eta\sqrt{1-\beta_2^t}}{1-\beta_1^t}}_{\text{step}}
+                \frac{m}{\sqrt v + \underbrace{\epsilon\sqrt{1-\beta_2^t}}_{\text{eps}}}
+
+        which is :math:`W - \eta\,\hat m/(\sqrt{\hat v} + \epsilon)` with
+        :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`, in two fewer passes.
+        Adam: :math:`\tilde g = g + \lambda W`; AdamW: :math:`\tilde g = g` and
+        :math:`W \leftarrow (1 - \eta\lambda) W` first (decoupled decay)."""
         if sc is not None:
             ops.adam_dev(w, bufs[0], bufs[1], g, sc, self.beta1, self.beta2, wd, self.decoupled, tmp)
             return

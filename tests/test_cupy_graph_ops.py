@@ -13,7 +13,7 @@ its kernel launches, checked against what the callees require.
   every output given (CuPy allocates a missing one: an error inside a capture).
 * The kernels' maths: every kernel source compiled for the CPU with the host C++ compiler
   and run on NumPy memory, so a step of CupyGraphOps is compared with the NumPy step.
-* GraphRunner._capture keeps the garbage collector off while the stream captures.
+* GraphStream.capture (GraphRunner._capture) keeps the garbage collector off while the stream captures.
 """
 import ctypes
 import gc
@@ -590,9 +590,7 @@ def test_graph_step_kernels_compute_the_numpy_step(fake, activations, output, lo
             p = model.params = FlatDict({key: v.view(Dev) for key, v in p.items()}, p.flat.view(Dev), p.layout)
         ws = model.workspace(m)
         ws = _as_dev(ws) if graph else ws
-        for kind in opt.buffer_names:
-            opt._flat_state(kind, p, k)
-        opt._scratch("__flat__", p.flat, k)
+        opt.bind(p, k)
         xf = dev(np.zeros((m, sizes[0])))
         tb = dev(np.zeros((m, sizes[-1])))
         acc, preds = np.zeros(()), np.zeros(m, np.int64)
@@ -602,7 +600,7 @@ def test_graph_step_kernels_compute_the_numpy_step(fake, activations, output, lo
             cache = model.forward(xf, ws, k)
             model.loss_sum_(cache, tb, acc, ws, k)
             grads = model.backward(cache, tb, None, ws, k)
-            opt.step_device(p, grads, k, np.asarray(opt.step_scalars(t), np.float64))
+            opt.update(p, grads, k, np.asarray(opt.step_scalars(t), np.float64))
             k.argmax_rows(cache.output, preds)
         results.append((np.array(p.flat), acc.copy(), preds.copy(), np.array(xf), np.array(tb),
                         {kind: np.array(opt.state[kind].flat) for kind in opt.buffer_names}))
@@ -637,14 +635,14 @@ def pointer_views(monkeypatch, h2d=DevH2D):
 
 
 @pytest.mark.parametrize("optimizer,batch_size", [("adamw", 64), ("nesterov", 64), ("sgd", None)])
-def test_static_runner_epochs_on_graph_ops(fake, monkeypatch, optimizer, batch_size):
-    """Trainer.fit through the graph-ready StaticRunner with CupyGraphOps (its kernels run
+def test_runner_epochs_on_graph_ops(fake, monkeypatch, optimizer, batch_size):
+    """Trainer.fit through an EagerRunner with CupyGraphOps (its kernels run
     on the CPU as above, its cuBLAS calls on the stand-in, its pinned staging copies and
     events faked): the epochs of the NumPy path, with a partial last batch, a fresh shuffle
     per epoch, the schedule's learning rates from the device table, the loss and accuracy."""
     import mlp_backend as mb
     from mlp_backend.training import trainer as train_mod
-    from mlp_backend.training.runner import StaticRunner
+    from mlp_backend.training.runner import EagerRunner
     from mlp_backend.optim import make_optimizer, make_schedule
     from conftest import blobs
 
@@ -658,7 +656,7 @@ def test_static_runner_epochs_on_graph_ops(fake, monkeypatch, optimizer, batch_s
     def fit(graph_ops):
         if graph_ops:
             monkeypatch.setattr(train_mod, "epoch_runner",
-                                lambda tr, x, y, mode, scale, log: StaticRunner(tr, x, y, scale, ops))
+                                lambda tr, x, y, mode, log: EagerRunner(tr, x, y, "eager", ops))
         x, y = blobs(n=300, n_features=8, n_classes=3)
         model = mb.MLP([8, 16, 12, 3], ["relu", "tanh"], device="cpu", seed=0, dtype="float64")
         opt = make_optimizer(optimizer, 0.05, 0.01)
@@ -681,7 +679,7 @@ def test_no_garbage_collection_during_a_capture():
     the collector off and restores it afterwards, also when the capture fails."""
     import contextlib
     import gc
-    from mlp_backend.training.runner import GraphRunner
+    from mlp_backend.backends.capture import GraphStream
     seen = []
 
     class Stream:
@@ -691,9 +689,15 @@ def test_no_garbage_collection_during_a_capture():
         def end_capture(self):
             seen.append(("end", gc.isenabled()))
             return "graph"
-    runner = GraphRunner.__new__(GraphRunner)
-    runner.stream = Stream()
-    runner.cp = types.SimpleNamespace(cuda=types.SimpleNamespace(using_allocator=lambda f: contextlib.nullcontext()))
+    gs = GraphStream.__new__(GraphStream)
+    gs.stream = Stream()
+    gs.cp = types.SimpleNamespace(cuda=types.SimpleNamespace(using_allocator=lambda f: contextlib.nullcontext()))
+
+    class Runner:  # GraphRunner's part: capture its epoch's steps
+        from mlp_backend.training.runner import GraphRunner
+        _capture = GraphRunner._capture
+    runner = Runner()
+    runner.gs = gs
     runner._steps = lambda: seen.append(("steps", gc.isenabled()))
     assert gc.isenabled()
     runner._capture()

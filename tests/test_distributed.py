@@ -102,13 +102,19 @@ def test_ranks_together_train_on_the_single_process_batches(batch, n, size):
     from mlp_backend.model import MLP
     from mlp_backend.optim import make_optimizer
     single = Trainer(MLP([2, 3, 2], device="cpu"), make_optimizer("sgd", 0.1), batch_size=batch, seed=7)
-    expected = [np.arange(n) if idx is None else idx for idx in single._batches(n)]
+    plan, order = single.plan(n), single.epoch_order(n)
+    order = np.arange(n) if order is None else np.asarray(order)
+    expected = [order[b.start:b.start + b.rows] for b in plan.batches]
     shards = []
     for r in range(size):
         d = Distributed(FakeComm(r, size), timeout=0)
         order, bounds, rows = d.shard_epoch(n, batch, np.random.default_rng(7), True)
         assert rows == [len(e) for e in expected]
         shards.append([order[a:b] for a, b in bounds])
+        # the rank's trainer plans exactly these steps, each scaled by its global batch's rows
+        ranked = Trainer(MLP([2, 3, 2], device="cpu"), make_optimizer("sgd", 0.1), batch_size=batch, seed=7, dist=d)
+        assert [(b.start, b.start + b.rows, b.normalizer) for b in ranked.plan(n).batches] == \
+            [(a, b, r_) for (a, b), r_ in zip(bounds, rows)]
     for k, e in enumerate(expected):
         assert np.array_equal(np.concatenate([s[k] for s in shards]), e)
 

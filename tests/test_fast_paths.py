@@ -140,15 +140,19 @@ def test_fast_path_equals_gpu_stand_in():
 def test_everything_stays_float32_on_the_fast_path(monkeypatch):
     """No silent float64: batches, activations, buffers, gradients, optimizer state."""
     seen = []
-    real = mb.MLP.loss_and_grads
+    real_forward, real_backward = mb.MLP.forward, mb.MLP.backward
 
-    def spy(self, xb, yb, normalizer=None):
-        out = real(self, xb, yb, normalizer)
-        loss, grads, cache = out
-        seen.extend([xb.dtype, yb.dtype, loss.dtype, cache.z_out.dtype, cache.lse.dtype,
-                     *(a.dtype for a in cache.a), *(g.dtype for g in grads.values())])
-        return out
-    monkeypatch.setattr(mb.MLP, "loss_and_grads", spy)
+    def forward(self, x, *a, **k):
+        cache = real_forward(self, x, *a, **k)
+        seen.extend([x.dtype, cache.z_out.dtype, cache.lse.dtype, *(a.dtype for a in cache.a)])
+        return cache
+
+    def backward(self, cache, y, *a, **k):
+        grads = real_backward(self, cache, y, *a, **k)
+        seen.extend([y.dtype, *(g.dtype for g in grads.values())])
+        return grads
+    monkeypatch.setattr(mb.MLP, "forward", forward)
+    monkeypatch.setattr(mb.MLP, "backward", backward)
     model, hist, tr = _train("cpu", "adam")
     assert seen and all(d == np.float32 for d in seen), set(map(str, seen))
     assert all(v.dtype == np.float32 for v in model.params.values())
@@ -162,17 +166,16 @@ def test_steps_reuse_their_buffers(monkeypatch):
     """After the first epoch, steps write into the same buffers: the gradients handed to the
     optimizer are the workspace's arrays, identical objects from step to step."""
     grads_seen = []
-    real = Optimizer.step
+    real = Optimizer.update
 
-    def spy(self, params, grads, xp):
+    def spy(self, params, grads, ops, scalars=None):
         grads_seen.append({k: id(v) for k, v in grads.items()})
-        return real(self, params, grads, xp)
-    monkeypatch.setattr(Optimizer, "step", spy)
+        return real(self, params, grads, ops, scalars)
+    monkeypatch.setattr(Optimizer, "update", spy)
     x, y = blobs(n=128, seed=4)
     model = mb.MLP([8, 16, 3], "relu", device="cpu", seed=0)
     Trainer(model, mb.make_optimizer("momentum", 0.05), batch_size=32, progress="none").fit(x, y, 2)
     assert len(grads_seen) == 8 and all(g == grads_seen[0] for g in grads_seen)
-    assert model.reuse_buffers is False  # only inside an epoch
     # outside training, results are fresh arrays as before
     g1 = model.loss_and_grads(x[:4] / 255.0, y[:4])[1]
     g2 = model.loss_and_grads(x[:4] / 255.0, y[:4])[1]
@@ -182,8 +185,7 @@ def test_steps_reuse_their_buffers(monkeypatch):
 def test_full_batch_runs_the_network_once_per_epoch(monkeypatch):
     n_forward = []
     real = mb.MLP.forward
-    monkeypatch.setattr(mb.MLP, "forward", lambda self, x, workspace=None: n_forward.append(1)
-                        or real(self, x, workspace))
+    monkeypatch.setattr(mb.MLP, "forward", lambda self, x, *a: n_forward.append(1) or real(self, x, *a))
     x, y = blobs(n=100)
     model = mb.MLP([8, 16, 3], "relu", device="cpu", seed=0)
     mb.fit(model, mb.make_optimizer("gd", 0.5), x, y, epochs=4, batch_size=None, progress="none")
@@ -347,15 +349,12 @@ def test_flat_path_after_checkpoint_round_trip(tmp_path):
 def test_flat_grads_rebuilt_when_caller_replaces_an_entry():
     x, y = blobs(n=64, seed=1)
     model = mb.MLP([8, 6, 3], "relu", device="cpu", seed=0)
-    model.reuse_buffers = True
-    try:
-        xb = np.asarray(x[:16], np.float32) / 255
-        g = model.loss_and_grads(xb, y[:16])[1]
-        g["w1"] = np.zeros_like(g["w1"])  # the caller's own array
-        g2 = model.loss_and_grads(xb, y[:16])[1]
-        assert _views_of_flat(g2) and not np.all(g2["w1"] == 0)
-    finally:
-        model.reuse_buffers = False
+    ws = model.workspace(16)
+    xb = np.asarray(x[:16], np.float32) / 255
+    g = model.backward(model.forward(xb, ws), y[:16], None, ws)
+    g["w1"] = np.zeros_like(g["w1"])  # the caller's own array
+    g2 = model.backward(model.forward(xb, ws), y[:16], None, ws)
+    assert _views_of_flat(g2) and not np.all(g2["w1"] == 0)
 
 
 def test_epoch_accuracy_from_deferred_predictions_equals_per_step_count():

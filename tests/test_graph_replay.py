@@ -32,7 +32,8 @@ import pytest
 import mlp_backend as mb
 from mlp_backend.training import trainer as train_mod
 from mlp_backend.backends import cupy_ops as co
-from mlp_backend.training.runner import EagerRunner, GraphRunner, StaticRunner
+from mlp_backend.training.runner import EagerRunner, GraphRunner
+from mlp_backend.training.step import TrainingStep
 from mlp_backend.optim import make_optimizer, make_schedule
 from mlp_backend.training.trainer import Trainer
 
@@ -230,7 +231,7 @@ def install_emulation(monkeypatch):
 
     pointer_views(monkeypatch, H2D)
     monkeypatch.setattr(train_mod, "epoch_runner",
-                        lambda tr, x, y, mode, scale, log: GraphRunner(tr, x, y, scale, strict=True, log=log))
+                        lambda tr, x, y, mode, log: GraphRunner(tr, x, y, strict=True, log=log))
     return device
 
 
@@ -270,7 +271,7 @@ def _fit_both(emulated, optimizer, batch_size, epochs=3, model_kw=None, wd=0.01,
     eager = _model(**(model_kw or {}))
     tr_e = _trainer(eager, optimizer, batch_size, epochs, wd, normalizer)
     with pytest.MonkeyPatch.context() as mp:  # the NumPy path, as a user gets it
-        mp.setattr(train_mod, "epoch_runner", lambda tr, x, y, mode, scale, log: EagerRunner(tr, x, y, "eager"))
+        mp.setattr(train_mod, "epoch_runner", lambda tr, x, y, mode, log: EagerRunner(tr, x, y, "eager"))
         tr_e.fit(x, y, epochs)
     graph = _on_fake_gpu(_model(**(model_kw or {})))
     tr_g = _trainer(graph, optimizer, batch_size, epochs, wd, normalizer)
@@ -361,15 +362,15 @@ def test_a_failed_capture_falls_back_without_a_trace(emulated, monkeypatch):
         return real(self, *args)
     monkeypatch.setattr(RecordingEK, "__call__", call)
     logs = []
-    monkeypatch.setattr(train_mod, "epoch_runner", lambda tr, x, y, mode, scale, log: GraphRunner(
-        tr, x, y, scale, strict=False, log=logs.append))
+    monkeypatch.setattr(train_mod, "epoch_runner", lambda tr, x, y, mode, log: GraphRunner(
+        tr, x, y, strict=False, log=logs.append))
     got, want, tr = _fit_both(emulated, "adam", 64)
     assert emulated.capturing is None and emulated.launches == 0
     assert tr.graph_status.startswith("eager: the CUDA graph capture failed (RuntimeError: simulated")
     assert len(logs) == 1 and logs[0].startswith("cuda graphs: eager: the CUDA graph capture failed")
     _assert_bitwise(got, want)
-    monkeypatch.setattr(train_mod, "epoch_runner", lambda tr, x, y, mode, scale, log: GraphRunner(
-        tr, x, y, scale, strict=True, log=logs.append))
+    monkeypatch.setattr(train_mod, "epoch_runner", lambda tr, x, y, mode, log: GraphRunner(
+        tr, x, y, strict=True, log=logs.append))
     with pytest.raises(GraphUnavailable, match="simulated launch failure during capture"):
         _fit_both(emulated, "adam", 64)
     assert emulated.capturing is None
@@ -383,11 +384,12 @@ def test_the_streams_wait_for_each_other(emulated):
     model = _on_fake_gpu(_model())
     tr = _trainer(model, "sgd", 64, 2)
     caller = emulated.default
-    runner = GraphRunner(tr, x, y, 1 / 255, strict=True)
-    assert runner.stream.waited_for == [caller] and caller.waited_for == [runner.stream]
+    runner = GraphRunner(tr, x, y, strict=True)
+    stream = runner.gs.stream
+    assert stream.waited_for == [caller] and caller.waited_for == [stream]
     runner.run()
     runner.run()
-    assert runner.stream.waited_for == [caller] * 3 and caller.waited_for == [runner.stream] * 3
+    assert stream.waited_for == [caller] * 3 and caller.waited_for == [stream] * 3
     runner.close()
 
 
@@ -409,7 +411,7 @@ def test_what_a_captured_step_launches(emulated, depth, optimizer, wd, updates):
     model = _on_fake_gpu(_model(sizes=sizes, activations=("relu",) * (depth - 1), dtype="float32"))
     tr = _trainer(model, optimizer, 64, 1, wd=wd)
     tr.fit(x, y, 1)
-    records, steps = tr._runner.graph.records, len(tr._runner.steps)
+    records, steps = tr._runner.graph.records, len(tr._runner.step.plan.batches)
     kinds = collections.Counter(what for what, _ in records)
     assert steps == 5 and kinds.pop("mlpb_fill") == 1  # the loss accumulator, once per epoch
     assert kinds.pop("cublas gemm") == steps * (4 * depth - 1)
@@ -420,7 +422,7 @@ def test_what_a_captured_step_launches(emulated, depth, optimizer, wd, updates):
 # ----- the emulation catches what a capture would freeze ---------------------------------------
 
 def _frozen_learning_rate(monkeypatch):
-    real = StaticRunner._step
+    real = TrainingStep.__call__
 
     def step(self, i):  # the optimizer's scalar row copied on the host: its values of the capture
         rows, self.rows = self.rows, [r.copy() for r in self.rows]
@@ -428,7 +430,7 @@ def _frozen_learning_rate(monkeypatch):
             real(self, i)
         finally:
             self.rows = rows
-    monkeypatch.setattr(StaticRunner, "_step", step)
+    monkeypatch.setattr(TrainingStep, "__call__", step)
 
 
 def _host_gather(monkeypatch):

@@ -15,7 +15,8 @@ import pytest
 import mlp_backend as mb
 from mlp_backend.training import trainer as train_mod
 from mlp_backend.backends import devices
-from mlp_backend.training.runner import GraphRunner, GraphUnavailable, StaticRunner
+from mlp_backend.backends import ops_for
+from mlp_backend.training.runner import EagerRunner, GraphRunner, GraphUnavailable
 from mlp_backend.optim import OPTIMIZERS, make_optimizer, make_schedule
 from mlp_backend.training.trainer import Trainer
 
@@ -43,10 +44,10 @@ def _fit(device, dtype, optimizer, schedule="constant", wd=0.0, batch_size=64, e
 
 @pytest.fixture
 def static_runner(monkeypatch):
-    """Call it to make every later Trainer.fit use the graph-ready StaticRunner (eagerly)."""
+    """Call it to make every later Trainer.fit use an EagerRunner with the model's kernels."""
     def on():
         monkeypatch.setattr(train_mod, "epoch_runner",
-                            lambda tr, x, y, mode, scale, log: StaticRunner(tr, x, y, scale, tr.model.ops))
+                            lambda tr, x, y, mode, log: EagerRunner(tr, x, y, "eager", tr.model.ops))
     return on
 
 
@@ -73,58 +74,17 @@ def _assert_bitwise(a, b):
     assert ha == hb
 
 
-# ----- the graph-ready step on the CPU: bitwise the eager path ----------------------------------
-
-@pytest.mark.parametrize("schedule", list(SCHEDULES))
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-@pytest.mark.parametrize("wd", [0.0, 0.01])
-def test_static_step_is_bitwise_the_eager_path(static_runner, optimizer, schedule, wd):
-    """Static buffers, lr and Adam's step from a device table: the same parameters, optimizer
-    state, losses and accuracies as today's path, bit for bit (300 rows in batches of 64: a
-    partial last batch of 44)."""
-    eager = _state(*_fit("cpu", "float32", optimizer, schedule, wd))
-    static_runner()
-    _assert_bitwise(_state(*_fit("cpu", "float32", optimizer, schedule, wd)), eager)
-
-
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-@pytest.mark.parametrize("batch_size", [64, None], ids=["minibatch", "full-batch"])
-def test_static_step_float64_and_full_batch(static_runner, optimizer, batch_size):
-    eager = _state(*_fit("cpu", "float64", optimizer, "cosine", 0.01, batch_size))
-    static_runner()
-    _assert_bitwise(_state(*_fit("cpu", "float64", optimizer, "cosine", 0.01, batch_size)), eager)
-
-
-@pytest.mark.parametrize("activation,output,loss", [
-    ("tanh", "softmax", "cross_entropy"), ("sigmoid", "sigmoid", "mse"), ("leaky_relu", "identity", "mse"),
-    ("identity", "softmax", "mse")])
-def test_static_step_every_activation_and_loss(static_runner, activation, output, loss):
-    args = dict(activation=activation, output=output, loss=loss, sizes=(8, 16, 12, 3))
-    eager = _state(*_fit("cpu", "float32", "momentum", **args))
-    static_runner()
-    _assert_bitwise(_state(*_fit("cpu", "float32", "momentum", **args)), eager)
-
-
-def test_static_runner_adopts_replaced_parameters_and_state(static_runner):
-    """Parameters and optimizer state replaced between epochs (as a checkpoint load or early
-    stopping's restore does) are copied into the runner's buffers: same result as eager."""
-    def replace(tr, row):
-        m, o = tr.model, tr.optimizer
-        m.params = {k: v * 0.5 for k, v in m.params.items()}
-        o.state = {kind: {k: v + 0.001 for k, v in bufs.items()} for kind, bufs in o.state.items()}
-    eager = _state(*_fit("cpu", "float32", "adam", callbacks=[replace]))
-    static_runner()
-    _assert_bitwise(_state(*_fit("cpu", "float32", "adam", callbacks=[replace])), eager)
-
+# ----- the step on the CPU: buffers made once, no allocation, no sync ------------------------------
+# (that it trains bitwise as before the redesign: tests/test_step.py)
 
 def _ready_runner(optimizer, wd=0.0):
-    """A StaticRunner after one epoch (every lazy buffer made), on a net whose batch-sized
+    """An EagerRunner after one epoch (every lazy buffer made), on a net whose batch-sized
     arrays are >= 128 KiB, so that any per-step temporary shows up in tracemalloc's peak."""
     x, y = blobs(n=512, n_features=64, n_classes=128)
     model = mb.MLP([64, 256, 128], "relu", device="cpu", seed=0, dtype="float64")
     tr = Trainer(model, make_optimizer(optimizer, 0.01, wd), batch_size=128, seed=0, progress="none")
     xd, yd = model.backend.asarray(x), model.backend.asarray(y)
-    runner = StaticRunner(tr, xd, yd, train_mod.PIXEL_SCALE, model.ops)
+    runner = EagerRunner(tr, xd, yd, "eager", model.ops)
     runner.run()
     return tr, runner, xd, yd
 
@@ -151,15 +111,17 @@ SMALLEST_TEMPORARY = 128 * 128 * 8  # one (batch, classes) float64 array
 
 @pytest.mark.parametrize("optimizer,wd", [("sgd", 0.01), ("momentum", 0.0), ("nesterov", 0.0), ("adam", 0.0),
                                           ("adamw", 0.01)])
-def test_a_static_step_allocates_nothing(optimizer, wd):
+def test_a_step_allocates_nothing(optimizer, wd):
     """The device work of an epoch (4 steps: what a graph captures) allocates no array: its
-    memory peak stays below the size of the smallest batch-sized array, while today's eager
-    epoch on the same net goes above it (the control that the measurement sees temporaries)."""
+    memory peak stays below the size of the smallest batch-sized array, while the same steps
+    with the portable (allocating) kernels go above it (the control that the measurement
+    sees temporaries)."""
     tr, runner, xd, yd = _ready_runner(optimizer, wd)
     steps = _peak_bytes(runner._steps)
-    eager = _peak_bytes(lambda: tr.train_epoch(xd, yd))
-    assert eager > SMALLEST_TEMPORARY, eager
-    assert steps < SMALLEST_TEMPORARY // 2, f"a static epoch's steps allocated {steps} bytes at peak"
+    portable = EagerRunner(tr, xd, yd, "eager", ops_for(tr.model.xp, portable=True))
+    allocating = _peak_bytes(portable._steps)
+    assert allocating > SMALLEST_TEMPORARY, allocating
+    assert steps < SMALLEST_TEMPORARY // 2, f"an epoch's steps allocated {steps} bytes at peak"
 
 
 def test_the_runner_is_kept_between_fits_while_nothing_changes(static_runner):
@@ -197,8 +159,8 @@ def test_the_runner_is_kept_between_fits_while_nothing_changes(static_runner):
         gc.enable()
 
 
-def test_a_static_step_never_syncs(monkeypatch, static_runner):
-    """No host-sync helper runs inside an epoch of the static runner; fit syncs once per epoch."""
+def test_a_step_never_syncs(monkeypatch, static_runner):
+    """No host-sync helper runs inside an epoch of the runner; fit syncs once per epoch."""
     calls = []
     real = devices.to_numpy
     monkeypatch.setattr(devices, "to_numpy", lambda x: calls.append("to_numpy") or real(x))
@@ -304,7 +266,7 @@ def test_cpu_training_imports_nothing_gpu_specific(tmp_path):
     assert not list(tmp_path.glob("*.imported"))
 
 
-@pytest.mark.parametrize("name", ["training/runner.py", "backends/cupy_ops.py"])
+@pytest.mark.parametrize("name", ["training/runner.py", "backends/capture.py", "backends/cupy_ops.py"])
 def test_gpu_modules_import_cupy_and_nvmath_lazily(name):
     tree = ast.parse((PKG / name).read_text())
     for node in tree.body:  # module level only: imports inside functions run on use

@@ -204,13 +204,13 @@ def test_one_host_sync_per_epoch(monkeypatch, device):
 
 def test_training_stays_float32(monkeypatch):
     seen = []
-    real = mb.MLP.loss_and_grads
+    real = mb.MLP.backward
 
-    def spy(self, xb, yb, normalizer=None):
-        out = real(self, xb, yb, normalizer)
-        seen.extend([xb.dtype, out[0].dtype, *(g.dtype for g in out[1].values())])
-        return out
-    monkeypatch.setattr(mb.MLP, "loss_and_grads", spy)
+    def spy(self, cache, y, *a, **k):
+        grads = real(self, cache, y, *a, **k)
+        seen.extend([cache.a[0].dtype, cache.z_out.dtype, y.dtype, *(g.dtype for g in grads.values())])
+        return grads
+    monkeypatch.setattr(mb.MLP, "backward", spy)
     x, y = blobs(n=64)
     model = mb.MLP([8, 16, 3], "relu", device="cpu", seed=0)
     fit(model, mb.make_optimizer("adam", 0.01), x, y, epochs=1, batch_size=16, progress="none")
@@ -220,12 +220,15 @@ def test_training_stays_float32(monkeypatch):
 
 # ----- the backend rules, checked statically -----------------------------------------------
 
-MATH_MODULES = ["functional.py", "model.py", "optim.py", "training/trainer.py"]
+MATH_MODULES = ["functional.py", "model.py", "optim.py", "training/trainer.py", "training/step.py",
+                "training/runner.py"]
 ARRAY_LIBS = {"numpy", "cupy", "torch", "array_api_strict", "array_api_compat", "jax"}
 HOT_FUNCTIONS = {"functional.py": "*", "model.py": {"forward", "backward", "loss", "targets", "loss_and_grads",
                                                     "predict", "predict_proba"},
-                 "optim.py": {"step", "_update", "_decayed", "_buffer"},
-                 "training/trainer.py": {"train_epoch", "_batches", "_full_batch", "evaluate", "prepare_inputs"}}
+                 "optim.py": {"step", "update", "_apply", "_buffer"},
+                 "training/trainer.py": {"train_epoch", "plan", "epoch_order", "targets", "evaluate"},
+                 "training/step.py": {"__call__", "_batch", "begin_epoch", "correct", "prepare_inputs"},
+                 "training/runner.py": {"run", "_begin", "_steps", "_end"}}
 SYNC_CALLS = {"float", "int", "bool", "item", "tolist", "to_numpy", "to_float", "asnumpy", "print"}
 
 

@@ -423,6 +423,7 @@ class CupyGraphOps(CupyOps):
         np.copyto(stage[1], host, casting="same_kind")
         dst.data.copy_from_host_async(stage[1].ctypes.data, dst.nbytes, self.stream)
         stage[2] = self.stream.record()
+        return dst
 
     def sgd_dev(self, w, g, sc, wd=0.0, tmp=None):
         self._g("sgd")(g, sc, self._s(wd, w), w)

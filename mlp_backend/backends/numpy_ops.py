@@ -214,30 +214,21 @@ class BufferOps(PortableOps):
         m.multiply(s, n, out=s)
         return m.add(acc, s, out=acc)
 
-    def gather_cast_scale(self, x, idx, dtype, scale=None, tmp=None, out=None):
-        """``cast_scale(gather_rows(x, idx))``: a batch of rows as floats (``tmp`` holds the
-        gathered raw rows)."""
-        return self.cast_scale(self.gather_rows(x, idx, tmp), dtype, scale, out)
-
     def fill_(self, x, value):
-        """Every element of ``x`` set to ``value``, in place."""
         self.m.copyto(x, value)
         return x
 
     def copy_in(self, dst, host):
-        """Copy the host array ``host`` into the device buffer ``dst`` (no sync, no new buffer)."""
         self.m.copyto(dst, host, casting="same_kind")
+        return dst
 
-    # the optimizer updates with their scalars read from a device row ``sc`` (the columns of
-    # Optimizer.SCALARS: lr, decay, step, eps); (1,)-slices of it broadcast like the host floats
-    def sgd_dev(self, w, g, sc, wd=0.0, tmp=None):
-        self.sgd_(w, g, sc[0:1], wd, tmp)
+    def copy_(self, dst, src):
+        self.m.copyto(dst, src)
+        return dst
 
-    def momentum_dev(self, w, v, g, sc, mu, wd=0.0, nesterov=False, tmp=None):
-        self.momentum_(w, v, g, sc[0:1], mu, wd, nesterov, tmp)
-
-    def adam_dev(self, w, m_, v, g, sc, b1, b2, wd=0.0, decoupled=False, tmp=None):
-        self.adam_(w, m_, v, g, sc[0:1], b1, b2, sc[3:4], sc[2:3], wd, decoupled, tmp, decay=sc[1:2])
+    def argmax_into(self, a, preds, start):
+        self.argmax_rows(a, preds[start:start + a.shape[0]])
+        return preds
 
     def _tmp(self, tmp, like):
         return tmp if tmp is not None else self.m.empty_like(like)

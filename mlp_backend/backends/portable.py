@@ -9,6 +9,9 @@ scratch arguments are hints: the portable path ignores them and allocates.
 """
 from __future__ import annotations
 
+import array_api_compat
+import numpy as np  # host side only: what copy_in sends is a host array
+
 from mlp_backend import functional as F  # pure Array-API maths: imports no array library
 
 
@@ -34,6 +37,45 @@ class PortableOps:
         xp = self.xp
         y = x if x.dtype == dtype else xp.astype(x, dtype)
         return y * scale if scale is not None else y
+
+    def gather_cast_scale(self, x, idx, dtype, scale=None, tmp=None, out=None):
+        """``cast_scale(gather_rows(x, idx))``: a batch of rows as floats (``tmp`` holds the
+        gathered raw rows)."""
+        return self.cast_scale(self.gather_rows(x, idx, tmp), dtype, scale, out)
+
+    def copy_in(self, dst, host):
+        """``dst`` (a device buffer) filled from the host array or sequence ``host``, cast on
+        the host to ``dst``'s dtype; returns ``dst`` (no sync, no new device buffer where the
+        kernels reuse buffers)."""
+        xp = self.xp
+        name = next(n for n in ("float32", "float64", "int64", "int32") if dst.dtype == getattr(xp, n))
+        h = np.asarray(host, dtype=name)
+        dst[...] = xp.asarray(h, device=array_api_compat.device(dst))
+        return dst
+
+    def device_of(self, x):
+        """The device ``x`` lives on."""
+        return array_api_compat.device(x)
+
+    def same_device(self, a, b) -> bool:
+        """Whether ``a`` and ``b`` live on one device."""
+        return str(array_api_compat.device(a)) == str(array_api_compat.device(b))
+
+    def copy_(self, dst, src):
+        """``dst[...] = src`` for two device arrays of one shape; returns ``dst``."""
+        dst[...] = src
+        return dst
+
+    def fill_(self, x, value):
+        """Every element of ``x`` set to ``value``, in place; returns ``x``."""
+        x[...] = value
+        return x
+
+    def argmax_into(self, a, preds, start):
+        """Each row's class (argmax of ``a``) written into ``preds[start:start + rows]``;
+        returns ``preds``."""
+        preds[start:start + a.shape[0]] = self.xp.argmax(a, axis=1)
+        return preds
 
     # ----- layers ---------------------------------------------------------------
     def linear(self, a, w, b, out=None):
@@ -123,12 +165,13 @@ class PortableOps:
         v += g
         w -= lr * (g + mu * v if nesterov else v)
 
-    def adam_(self, w, m, v, g, lr, b1, b2, eps, step, wd=0.0, decoupled=False, tmp=None):
-        """Adam with the bias corrections folded into ``step`` and ``eps`` by the caller."""
+    def adam_(self, w, m, v, g, lr, b1, b2, eps, step, wd=0.0, decoupled=False, tmp=None, decay=None):
+        """Adam with the bias corrections folded into ``step`` and ``eps`` by the caller;
+        ``decay`` (AdamW's ``1 - lr * wd``, computed by the caller) defaults to that product."""
         xp = self.xp
         if decoupled:
             if wd:
-                w *= 1.0 - lr * wd
+                w *= 1.0 - lr * wd if decay is None else decay
         elif wd:
             g = g + wd * w
         m *= b1
@@ -136,3 +179,14 @@ class PortableOps:
         v *= b2
         v += (1.0 - b2) * (g * g)
         w -= step * m / (xp.sqrt(v) + eps)
+
+    # the updates with their scalars read from a device row ``sc`` (the columns of
+    # Optimizer.SCALARS: lr, decay, step, eps); (1,)-slices of it broadcast like host floats
+    def sgd_dev(self, w, g, sc, wd=0.0, tmp=None):
+        self.sgd_(w, g, sc[0:1], wd, tmp)
+
+    def momentum_dev(self, w, v, g, sc, mu, wd=0.0, nesterov=False, tmp=None):
+        self.momentum_(w, v, g, sc[0:1], mu, wd, nesterov, tmp)
+
+    def adam_dev(self, w, m_, v, g, sc, b1, b2, wd=0.0, decoupled=False, tmp=None):
+        self.adam_(w, m_, v, g, sc[0:1], b1, b2, sc[3:4], sc[2:3], wd, decoupled, tmp, decay=sc[1:2])

@@ -1,9 +1,11 @@
-"""The training loop: minibatches or the full batch, metrics, early stopping, progress.
+"""The training loop: epochs, metrics, early stopping, progress, and what a step trains on.
 
-Data flow (see docs/architecture.md): pixels arrive on the device as uint8 rows, once.
-Each step gathers a batch by index on the device and scales it to [0, 1] there;
-loss and correct counts accumulate as device scalars; the host reads them back once
-per epoch, in one transfer, for the history and the progress line. Nothing in a step
+Data flow (see docs/architecture.md): pixels arrive on the device as uint8 rows, once. Each
+epoch the trainer draws the row order on the host and hands it to its epoch runner
+(:mod:`mlp_backend.training.runner`), which runs the one training step
+(:mod:`mlp_backend.training.step`) over it; the step gathers and scales each batch on the
+device, and loss and correct counts accumulate as device scalars. The host reads them back
+once per epoch, in one transfer, for the history and the progress line. Nothing in a step
 waits for the device.
 """
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Callable, Iterable
 
 from mlp_backend import functional as F
 from mlp_backend.backends import host_rng
-from mlp_backend.training.runner import check_mode, epoch_runner, runner_key
+from mlp_backend.backends.placement import place_inputs
 from mlp_backend.model import MLP
 from mlp_backend.optim import Optimizer, make_schedule
-from mlp_backend.backends.placement import place_inputs
+from mlp_backend.training.runner import check_mode, epoch_runner, runner_key
+from mlp_backend.training.step import PIXEL_SCALE, Batch, EpochPlan, TrainingStep, prepare_inputs
 
-PIXEL_SCALE = 1.0 / 255.0
+__all__ = ["Trainer", "History", "TrainingDiverged", "fit", "train", "evaluate", "prepare_inputs", "PIXEL_SCALE"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,14 +48,6 @@ class History:
     def to_dataframe(self):
         import pandas as pd
         return pd.DataFrame(self.rows)
-
-
-def prepare_inputs(x, model: MLP):
-    """Rows as the model's float dtype; integer pixels (0-255) are scaled to [0, 1]."""
-    xp = model.xp
-    if xp.isdtype(x.dtype, "integral"):
-        return xp.astype(x, model.dtype) * PIXEL_SCALE
-    return x if x.dtype == model.dtype else xp.astype(x, model.dtype)
 
 
 def evaluate(model: MLP, x, y, batch_size: int = 10_000):
@@ -123,86 +118,34 @@ class Trainer:
         self.cuda_graphs, self.graph_status = check_mode(cuda_graphs), ""
         self._runner = self._runner_key = None  # the epoch runner kept between fits
 
-    # ----- one epoch ------------------------------------------------------------------
-    def _batches(self, n: int):
-        """Index slices for one epoch: device index arrays, or None for the full batch."""
-        if self.dist is not None:  # distributed: this rank's rows of every global batch, in order
-            order, bounds, self._batch_rows = self.dist.shard_epoch(n, self.batch_size, self.rng, self.shuffle)
-            perm = self._perm = self.model.backend.asarray(order, "int64")
-            return [perm[a:b] for a, b in bounds]
+    # ----- what a step trains on: the public hooks of the epoch runner ---------------------
+    def plan(self, n: int) -> EpochPlan:
+        """The batches of every epoch over ``n`` training rows: minibatches of
+        ``batch_size`` rows in the order :meth:`epoch_order` draws, or the full batch as it
+        is; data-parallel, this rank's share of each global batch (scaled by the global
+        batch's rows, as one process would)."""
+        if self.dist is not None:
+            _, bounds, rows = self.dist.shard_epoch(n, self.batch_size, None, shuffle=False)
+            batches = tuple(Batch(a, b - a, self.normalizer or r, r) for (a, b), r in zip(bounds, rows))
+            return EpochPlan(batches, False, bounds[-1][1])
         if self.batch_size is None or self.batch_size >= n:
-            return [None]
-        order = self.rng.permutation(n) if self.shuffle else range(n)
-        perm = self._perm = self.model.backend.asarray(order, "int64")  # one host->device copy, no sync
-        return [perm[i:min(i + self.batch_size, n)] for i in range(0, n, self.batch_size)]
+            return EpochPlan((Batch(0, n, self.normalizer, n),), True, n)
+        bs = self.batch_size
+        return EpochPlan(tuple(Batch(i, min(bs, n - i), self.normalizer, min(bs, n - i)) for i in range(0, n, bs)),
+                         False, n)
 
-    def train_epoch(self, x, y, bar=None):
-        """One pass over (x, y); returns (loss_sum, correct) as device scalars.
+    def epoch_order(self, n: int):
+        """This epoch's row order as host indices, drawn from the trainer's RNG (None for the
+        full batch, which is used as it is)."""
+        if self.dist is not None:
+            return self.dist.shard_epoch(n, self.batch_size, self.rng, self.shuffle)[0]
+        if self.batch_size is None or self.batch_size >= n:
+            return None
+        return self.rng.permutation(n) if self.shuffle else range(n)
 
-        The training metrics come from each step's own forward pass, before its update
-        (as in the paper), so the full-batch mode runs the network once per epoch.
-
-        Each step gathers its rows from ``x`` as stored (uint8 pixels stay uint8 on the
-        device) and scales them on the fly; labels become one-hot rows gathered from a
-        table built once per data set. Where the backend reuses buffers (NumPy, CuPy) the
-        batch, the activations, the gradients and the optimizer's temporaries live in
-        preallocated buffers: a step allocates nothing.
-        """
-        model, xp, ops = self.model, self.model.xp, self.model.ops
-        scale = PIXEL_SCALE if xp.isdtype(x.dtype, "integral") else None
-        targets = self._targets(y)
-        loss_sum = correct = None
-        # Buffer-reusing backends with integer labels: each step only writes its predicted
-        # classes into an epoch-long buffer; they are compared with the labels once, at the
-        # end of the epoch (the labels are then gathered in the epoch's order, once).
-        preds = self._preds(x.shape[0]) if ops.reuses_buffers and y.ndim == 1 else None
-        pos = 0
-        model.reuse_buffers = ops.reuses_buffers
-        try:
-            for k, idx in enumerate(self._batches(x.shape[0])):
-                if idx is not None and idx.shape[0] == 0:  # distributed: no rows for this rank (short last batch)
-                    self.optimizer.step(model.params, self.dist.allreduce_grads(None), xp)
-                    continue
-                if idx is None:
-                    xb, yb, tb = self._full_batch(x), y, targets
-                else:
-                    buf = self._buffers(idx.shape[0], x, y, targets)
-                    xb = ops.cast_scale(ops.gather_rows(x, idx, buf[0]), model.dtype, scale, buf[1])
-                    yb = None if preds is not None else ops.gather_rows(y, idx, buf[2])
-                    tb = ops.gather_rows(targets, idx, buf[3]) if yb is None or targets is not y else yb
-                if self.dist is None:
-                    loss, grads, cache = model.loss_and_grads(xb, tb, self.normalizer)
-                else:  # distributed: scale by 1/(global batch rows), as one process does, then sum the ranks
-                    loss, grads, cache = model.loss_and_grads(xb, tb, self.normalizer or self._batch_rows[k])
-                    grads = self.dist.allreduce_grads(grads)
-                self.optimizer.step(model.params, grads, xp)
-                l_b = loss * xb.shape[0]
-                loss_sum = l_b if loss_sum is None else loss_sum + l_b
-                if idx is not None and preds is not None:
-                    ops.argmax_rows(cache.output, preds[pos:pos + idx.shape[0]])
-                    pos += idx.shape[0]
-                else:
-                    c_b = F.accuracy_count(cache.output, yb, xp)
-                    correct = c_b if correct is None else correct + c_b
-                if bar is not None:
-                    bar.update(xb.shape[0] if self.dist is None else self._batch_rows[k])
-        finally:
-            model.reuse_buffers = False
-        if pos:
-            c_e = F.count_equal(preds[:pos], ops.gather_rows(y, self._perm[:pos]), xp)
-            correct = c_e if correct is None else correct + c_e
-        return loss_sum, correct
-
-    def _preds(self, n):
-        """An (n,) index buffer for the predicted classes of one epoch (reused)."""
-        p = getattr(self, "_preds_buf", None)
-        if p is None or p.shape[0] != n:
-            ops = self.model.ops
-            p = self._preds_buf = ops.empty((n,), self.model.xp.int64, self.model.backend.device)
-        return p
-
-    def _targets(self, y):
-        """One-hot rows for integer labels, built on the device once per (y, model dtype)."""
+    def targets(self, y):
+        """The rows the loss compares with: one-hot rows for integer labels, built on the
+        device once per (y, model dtype); 2-D targets as they are."""
         if y.ndim != 1:
             return y
         key = (id(y), y.shape, self.model.dtype_name, self.model.backend.label)
@@ -210,30 +153,25 @@ class Trainer:
             self._targets_key, self._targets_val = key, self.model.targets(y)
         return self._targets_val
 
-    def _buffers(self, n, x, y, targets):
-        """(uint8 rows, float rows, labels, target rows) buffers for batches of n rows, or Nones."""
-        ops = self.model.ops
-        if not ops.reuses_buffers:
-            return (None, None, None, None)
-        key = (n, x.shape[1:], x.dtype, y.shape[1:], y.dtype, targets.shape[1:], targets.dtype, self.model.backend.label)
-        cache = self.__dict__.setdefault("_bufs", {})
-        buf = cache.get(key)
-        if buf is None:
-            if len(cache) > 4:
-                cache.clear()
-            dev, dt = self.model.backend.device, self.model.dtype
-            buf = cache[key] = (ops.empty((n, *x.shape[1:]), x.dtype, dev),
-                                ops.empty((n, *x.shape[1:]), dt, dev),
-                                ops.empty((n, *y.shape[1:]), y.dtype, dev),
-                                ops.empty((n, *targets.shape[1:]), targets.dtype, dev))
-        return buf
+    def make_step(self, x, y, ops=None) -> TrainingStep:
+        """The training step over ``(x, y)`` (on the model's device) with kernels ``ops``
+        (default: the model's); data-parallel, it all-reduces the gradients."""
+        labels = y if y.ndim == 1 else self.model.xp.argmax(y, axis=1)  # accuracy of 2-D targets: their argmax
+        reduce = self.dist.allreduce_grads if self.dist is not None else None
+        return TrainingStep(self.model, self.optimizer, x, labels, self.targets(y), self.plan(x.shape[0]),
+                            ops or self.model.ops, reduce)
 
-    def _full_batch(self, x):
-        # Scaled once and kept: the full batch is the same every epoch.
-        key = (id(x), x.shape)
-        if getattr(self, "_full_key", None) != key:
-            self._full_key, self._full_x = key, prepare_inputs(x, self.model)
-        return self._full_x
+    def train_epoch(self, x, y, bar=None):
+        """One pass over ``(x, y)`` (on the model's device) by this trainer's epoch runner;
+        returns ``(loss_sum, correct)`` as device scalars.
+
+        The training metrics come from each step's own forward pass, before its update (as
+        in the paper), so the full-batch mode runs the network once per epoch."""
+        runner = self._epoch_runner(x, y)
+        try:
+            return runner.run(bar)
+        finally:
+            self.graph_status = runner.status
 
     # ----- the loop -------------------------------------------------------------------
     def fit(self, x, y, epochs: int, x_val=None, y_val=None) -> History:
@@ -254,11 +192,11 @@ class Trainer:
         if self.dist is not None:  # distributed: every rank starts from rank 0's weights
             self.dist.broadcast_params(model, self)
         if self.epoch < epochs:
-            # the backend's epoch runner: replays a CUDA graph or runs train_epoch; kept for
+            # the epoch runner: runs the step eagerly or replays a CUDA graph of it; kept for
             # the next fit while runner_key holds (no re-capture), freed on an exception
             runner = self._epoch_runner(x, y)
             try:
-                self._fit_epochs(runner, x, y, epochs, x_val, y_val, n, has_val)
+                self._fit_epochs(x, y, epochs, x_val, y_val, n, has_val)
             except BaseException:
                 self.close()
                 raise
@@ -277,8 +215,7 @@ class Trainer:
         key = runner_key(self, x, y, self.cuda_graphs)
         if self._runner is None or self._runner_key != key:
             self.close()
-            scale = PIXEL_SCALE if self.model.xp.isdtype(x.dtype, "integral") else None
-            self._runner = epoch_runner(self, x, y, self.cuda_graphs, scale, self.log)
+            self._runner = epoch_runner(self, x, y, self.cuda_graphs, self.log)
             self._runner_key = key
         self.graph_status = self._runner.status
         return self._runner
@@ -290,15 +227,14 @@ class Trainer:
         if runner is not None:
             runner.close()
 
-    def _fit_epochs(self, runner, x, y, epochs, x_val, y_val, n, has_val):
+    def _fit_epochs(self, x, y, epochs, x_val, y_val, n, has_val):
         model, backend = self.model, self.model.backend
         try:
             while self.epoch < epochs:
                 lr = self.optimizer.lr = float(self.schedule(self.epoch))
                 t0 = time.perf_counter()
                 bar = self._bar(epochs, n)
-                loss_sum, correct = runner.run(bar)
-                self.graph_status = runner.status
+                loss_sum, correct = self.train_epoch(x, y, bar)
                 sums = [loss_sum, model.xp.astype(correct, model.dtype)]
                 if has_val:
                     vl, vc = evaluate(model, x_val, y_val)
