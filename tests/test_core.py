@@ -9,7 +9,7 @@ from mlp_backend import functional as F
 from mlp_backend.backends import to_numpy
 from mlp_backend.gradcheck import check_gradients
 
-from conftest import MATRIX, TOL
+from conftest import MATRIX, TOL, needs_torch
 
 HIDDEN = ["relu", "leaky_relu", "tanh", "sigmoid", "identity"]
 HEADS = [("softmax", "cross_entropy"), ("sigmoid", "mse"), ("softmax", "mse"), ("identity", "mse")]
@@ -44,7 +44,51 @@ def reference(act, output, loss, depth, seed=11):
     return m, float(lval), grads
 
 
-@pytest.mark.parametrize("device,dtype", MATRIX)
+def torch_autograd(model, x, y):
+    """The loss and gradients of ``model``'s network at its weights, written out again in
+    PyTorch float64 from the definitions in :mod:`mlp_backend.functional` and
+    differentiated by autograd: an oracle that shares no code with the library."""
+    import torch
+    hidden = {"relu": torch.relu, "leaky_relu": lambda z: torch.nn.functional.leaky_relu(z, F.LEAKY_SLOPE),
+              "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}
+    outputs = {"softmax": lambda z: torch.softmax(z, dim=1), "sigmoid": torch.sigmoid, "identity": lambda z: z}
+    params = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in model.params.items()}
+    a, last = torch.tensor(x, dtype=torch.float64), model.n_layers
+    for i in range(1, last + 1):
+        z = a @ params[f"w{i}"] + params[f"b{i}"]
+        a = hidden[model.activations[i - 1]](z) if i < last else outputs[model.output](z)
+    target = torch.nn.functional.one_hot(torch.tensor(y), model.sizes[-1]).to(torch.float64)
+    rows = x.shape[0]
+    if model.loss_name == "cross_entropy":  # -(1/n) sum y . log softmax(z)
+        value = -(target * torch.log_softmax(z, dim=1)).sum() / rows
+    else:  # the paper's eq. (15): (1/2n) sum of squared errors
+        value = ((a - target) ** 2).sum() / (2 * rows)
+    value.backward()
+    return value.item(), {k: v.grad.numpy() for k, v in params.items()}
+
+
+@needs_torch
+@pytest.mark.parametrize("act,output,loss,depth", combos())
+def test_numpy_float64_reference_matches_torch_autograd(act, output, loss, depth):
+    """The reference the other backends are held to (NumPy, float64) against an
+    independent implementation: loss and every gradient entry to float64 rounding."""
+    model, ref_loss, ref_grads = reference(act, output, loss, depth)
+    x, y = batch()
+    lval, grads, cache = model.loss_and_grads(x, y)
+    b = model.backend
+    assert b.owns(lval) and lval.dtype == model.dtype == np.float64
+    assert all(b.owns(g) and g.dtype == np.float64 for g in grads.values()) and b.owns(cache.output)
+    want_loss, want_grads = torch_autograd(model, x, y)
+    np.testing.assert_allclose(ref_loss, want_loss, rtol=TOL["float64"])
+    assert set(ref_grads) == set(want_grads)
+    for k, want in want_grads.items():
+        np.testing.assert_allclose(ref_grads[k], want, rtol=TOL["float64"],
+                                   atol=TOL["float64"] * np.abs(want).max() + 1e-15, err_msg=f"gradient {k}")
+
+
+# Every backend but the reference itself (NumPy float64), which the test above and the
+# finite-difference test below check against oracles of their own.
+@pytest.mark.parametrize("device,dtype", [p for p in MATRIX if p.id != "numpy-f64"])
 @pytest.mark.parametrize("act,output,loss,depth", combos())
 def test_backend_matches_numpy_float64(device, dtype, act, output, loss, depth):
     ref_model, ref_loss, ref_grads = reference(act, output, loss, depth)
@@ -151,12 +195,17 @@ def test_parameters_keep_the_paper_names_and_shapes():
 
 @pytest.mark.parametrize("device,dtype", MATRIX)
 def test_model_moves_between_devices(device, dtype):
-    m = mb.MLP([5, 4, 3], "tanh", dtype=dtype, device="cpu", seed=4) if dtype != "float64" or True else None
+    """A model made on the CPU moves to ``device`` (every parameter there, in its dtype)
+    and back to the CPU with the same values, bit for bit."""
+    m = mb.MLP([5, 4, 3], "tanh", dtype=dtype, device="cpu", seed=4)
     before = m.host_params()
     m.to(device)
-    assert all(m.backend.owns(v) for v in m.params.values())
+    assert m.backend.label == mb.get_backend(device).label
+    assert all(m.backend.owns(v) and v.dtype == m.dtype for v in m.params.values())
     m.to("cpu")
+    assert m.backend.label == mb.get_backend("cpu").label
     for k, v in m.host_params().items():
+        assert v.dtype == np.dtype(dtype), k
         np.testing.assert_array_equal(v, before[k])
 
 

@@ -1,7 +1,7 @@
-"""Data-parallel training (mlp_backend.training.distributed): sharding, launching and failures
-without MPI; with ``mpiexec -n 2`` (``mpi`` marker, skipped where mpi4py or mpiexec is
-missing), 2 ranks x B/2 rows against 1 process x B, resume across rank counts, and a
-failing, hanging or dying rank ending the job.
+"""Data-parallel training (mlp_backend.training.distributed; ``--ranks N`` launched by
+mlp_backend.apps.launch): sharding, launching and failures without MPI; with ``mpiexec -n 2``
+(``mpi`` marker, skipped where mpi4py or mpiexec is missing), 2 ranks x B/2 rows against
+1 process x B, resume across rank counts, and a failing, hanging or dying rank ending the job.
 
 CI runs the ``mpi`` tests once, from .ci/mpi (after installing the [mpi] extra); the main
 test run has no mpi4py and skips them.
@@ -18,7 +18,7 @@ import pytest
 
 import mpi_worker
 from conftest import needs_gpu, needs_torch
-from mlp_backend.apps import cli
+from mlp_backend.apps import cli, launch
 from mlp_backend.training import distributed
 from mlp_backend.training.checkpoint import load_checkpoint
 from mlp_backend.training.distributed import Distributed, shard_bounds
@@ -30,7 +30,7 @@ LAUNCH_VARS = distributed.SIZE_VARS + ("PMI_RANK", "OMPI_COMM_WORLD_RANK")
 
 
 def _mpi_usable():
-    if not distributed._have_mpi4py():
+    if not distributed.have_mpi4py():
         return False, "mpi4py is not installed (pip install 'mlp-backend[mpi]')"
     if distributed.find_mpiexec() is None:
         return False, "no mpiexec next to python or on PATH (pip install mpich)"
@@ -166,8 +166,8 @@ def test_ranks_without_mpi4py_names_the_extra(tiny, tmp_path):
 
 
 def test_ranks_without_mpiexec_says_so(tiny, monkeypatch, capsys):
-    monkeypatch.setattr(distributed, "_have_mpi4py", lambda: True)
-    monkeypatch.setattr(distributed, "find_mpiexec", lambda: None)
+    monkeypatch.setattr(launch, "have_mpi4py", lambda: True)
+    monkeypatch.setattr(launch, "find_mpiexec", lambda: None)
     assert cli.main(["train", "--dataset", str(tiny), "--ranks", "2", "--quiet"]) == 1
     assert "no mpiexec was found" in capsys.readouterr().err
 
@@ -199,13 +199,13 @@ def test_ranks_reruns_the_command_under_mpiexec(tiny, monkeypatch, capsys, job_c
 
         def wait(self):
             return job_code
-    monkeypatch.setattr(distributed, "_have_mpi4py", lambda: True)
-    monkeypatch.setattr(distributed, "find_mpiexec", lambda: "/opt/mpi/bin/mpiexec")
-    monkeypatch.setattr(distributed.subprocess, "Popen", Proc)
+    monkeypatch.setattr(launch, "have_mpi4py", lambda: True)
+    monkeypatch.setattr(launch, "find_mpiexec", lambda: "/opt/mpi/bin/mpiexec")
+    monkeypatch.setattr(launch.subprocess, "Popen", Proc)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     argv = ["train", "--dataset", str(tiny), "--ranks", "2", "--epochs", "1", "--ranks=2"]
     assert cli.main(argv) == job_code
-    assert seen["cmd"] == ["/opt/mpi/bin/mpiexec", "-n", "2", sys.executable, "-m", "mlp_backend.apps.cli",
+    assert seen["cmd"] == ["/opt/mpi/bin/mpiexec", "-n", "2", sys.executable, "-m", "mlp_backend",
                            "train", "--dataset", str(tiny), "--epochs", "1"]
     assert seen["env"]["OPENBLAS_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
     err = capsys.readouterr().err

@@ -225,10 +225,11 @@ def cmd_train(args) -> int:
         stem = Path(cfg["dataset"]).stem if cfg["dataset"] not in ("mnist", "fashion-mnist") else cfg["dataset"]
         out = Path(args.out) if args.out else unused_dir(Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_out_dir(out, resume=args.resume, overwrite=args.overwrite)  # never replace a run silently
-    from mlp_backend.training import distributed  # data-parallel ranks: --ranks N spawns mpiexec; under mpiexec each rank joins
-    ranks = distributed.check_ranks(args.ranks, cfg["batch_size"])
+    from mlp_backend.apps import launch  # data-parallel ranks: --ranks N reruns the command under mpiexec
+    from mlp_backend.training import distributed  # under mpiexec, each rank joins the job
+    ranks = launch.check_ranks(args.ranks, cfg["batch_size"])
     if ranks > 1 and distributed.launched_size() == 1:
-        return distributed.spawn(ranks, args.argv, log=None if args.quiet else _err)
+        return launch.spawn(ranks, args.argv, log=None if args.quiet else _err)
     dist = distributed.init() if ranks > 1 else None
     import numpy as np
     with np.errstate(over="ignore", invalid="ignore"), \

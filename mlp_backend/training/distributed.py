@@ -1,10 +1,11 @@
-"""Data-parallel training over MPI ranks: the process group and the collectives the
-training loop calls (broadcast at the start, gradient all-reduce after each backward pass).
+"""One rank's part in data-parallel training over MPI: joining the job, its share of
+every batch, the collectives the training loop calls, and ending the job when a rank fails.
 
 Launch N ranks with ``mpiexec -n N mlp-backend train ...`` (or ``mpiexec -n N python
-script.py`` with :func:`init`), or let ``mlp-backend train --ranks N`` run ``mpiexec``.
-A process that was not started by ``mpiexec`` with more than one rank never imports
-MPI: :func:`init` returns ``None`` and the trainer runs alone, unchanged.
+script.py`` with :func:`init`), or let ``mlp-backend train --ranks N`` run ``mpiexec``
+(:mod:`mlp_backend.apps.launch`, which finds MPI with :func:`have_mpi4py` and
+:func:`find_mpiexec`). A process that was not started by ``mpiexec`` with more than one
+rank never imports MPI: :func:`init` returns ``None`` and the trainer runs alone, unchanged.
 
 What N ranks compute is what one process computes with the same global batch B:
 
@@ -45,7 +46,6 @@ import os
 import shutil
 import stat
 import struct
-import subprocess
 import sys
 import time
 import traceback
@@ -57,8 +57,8 @@ import numpy as np  # host side: index arithmetic and host buffers for MPI
 
 from mlp_backend.backends import ENV_DEVICE, BackendError, get_backend
 
-__all__ = ["Distributed", "DistributedError", "init", "launched_size", "shard_bounds", "spawn", "guard",
-           "INSTALL_HINT", "ENV_TIMEOUT"]
+__all__ = ["Distributed", "DistributedError", "init", "launched_size", "have_mpi4py", "find_mpiexec",
+           "shard_bounds", "guard", "INSTALL_HINT", "ENV_TIMEOUT"]
 
 INSTALL_HINT = "pip install 'mlp-backend[mpi]' (mpi4py and the mpich wheel, which brings mpiexec)"
 ENV_TIMEOUT = "MLP_BACKEND_DIST_TIMEOUT"
@@ -72,7 +72,7 @@ class DistributedError(BackendError):
     """Distributed training cannot run as asked; the message says why and what to do."""
 
 
-# ----- launching ------------------------------------------------------------------------
+# ----- the launcher and MPI: what is installed, what mpiexec set (no MPI import) ----------
 
 def launched_size() -> int:
     """The number of ranks ``mpiexec`` started this process with (1 when it did not),
@@ -84,7 +84,8 @@ def launched_size() -> int:
     return 1
 
 
-def _have_mpi4py() -> bool:
+def have_mpi4py() -> bool:
+    """Whether mpi4py is installed, found without importing it (so MPI does not start)."""
     try:
         return find_spec("mpi4py") is not None
     except (ImportError, ValueError):  # ValueError: a module entry without a spec (blocked)
@@ -97,62 +98,6 @@ def find_mpiexec() -> "str | None":
     if here.is_file() and os.access(here, os.X_OK):
         return str(here)
     return shutil.which("mpiexec") or shutil.which("mpirun")
-
-
-def check_ranks(ranks: "int | None", batch_size=None) -> int:
-    """The number of ranks to train with (``--ranks``, else the launcher's), checked
-    against ``batch_size``; raises ValueError naming the option. Needs no MPI."""
-    launched = launched_size()
-    if ranks is not None:
-        if ranks < 1:
-            raise ValueError(f"--ranks must be >= 1, got {ranks}")
-        if launched > 1 and ranks != launched:
-            raise ValueError(f"--ranks {ranks} given inside an mpiexec job of {launched} ranks: "
-                             "drop --ranks (mpiexec -n sets the number of ranks)")
-    n = ranks or launched
-    if n > 1 and batch_size not in (None, "full") and int(batch_size) < n:
-        raise ValueError(f"--batch-size {batch_size} is smaller than the {n} ranks: each rank needs at "
-                         "least one row of every batch; use a batch size >= the number of ranks")
-    return n
-
-
-def spawn(ranks: int, argv: list, *, log=None) -> int:
-    """Run ``mlp-backend`` with ``argv`` (``--ranks`` removed) as an ``mpiexec -n ranks``
-    job; returns its exit code. Each rank gets ``cores // ranks`` BLAS threads unless
-    ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/``MKL_NUM_THREADS`` are set."""
-    if not _have_mpi4py():
-        raise DistributedError(f"--ranks {ranks} needs MPI, and mpi4py is not installed: {INSTALL_HINT}")
-    mpiexec = find_mpiexec()
-    if mpiexec is None:
-        raise DistributedError(f"--ranks {ranks}: mpi4py is installed but no mpiexec was found next to "
-                               f"{sys.executable} or on PATH: {INSTALL_HINT}, or put your MPI's mpiexec on PATH")
-    rest, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--ranks":
-            skip = True
-        elif not a.startswith("--ranks="):
-            rest.append(a)
-    env = dict(os.environ)
-    threads = str(max(1, (os.cpu_count() or 1) // ranks))
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(var, threads)
-    cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mlp_backend.apps.cli", *rest]
-    if log is not None:
-        log(f"running {ranks} ranks ({env['OPENBLAS_NUM_THREADS']} BLAS thread(s) each): {' '.join(cmd)}")
-    proc = subprocess.Popen(cmd, env=env)
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except KeyboardInterrupt:  # mpiexec forwards Ctrl-C to the ranks; wait for them to save and stop
-            continue
-    from mlp_backend.apps.exit_codes import KNOWN as KNOWN_EXIT_CODES  # the CLI's own codes
-    if code not in KNOWN_EXIT_CODES:  # not one of mlp-backend's own: a rank exited early or was killed
-        sys.stderr.write(f"error: the {ranks}-rank job ended with exit code {code}: a rank exited or was killed "
-                         "(its message, if it printed one, is above)\n")
-    return code
 
 
 def _mpi():
