@@ -212,6 +212,27 @@ def test_predict_images_and_csv(trained, tiny, tmp_path, capsys):
     assert cli.main(["predict", str(trained / "model.npz"), str(tmp_path / "bad.csv")]) == 1
 
 
+def test_class_labels_come_from_the_checkpoint(tmp_path, capsys):
+    """A checkpoint with an estimator's classes labels predict's (and serve's) answers with them;
+    one without has the output indices."""
+    from mlp_backend import MLP
+    from mlp_backend.apps.serve import DigitApp
+    from mlp_backend.training.checkpoint import save_checkpoint
+    model = MLP([784, 8, 3], device="cpu", seed=0)
+    names = ["cat", "dog", "emu"]
+    save_checkpoint(tmp_path / "named.npz", model, extra={"estimator": {"classes": names}})
+    save_checkpoint(tmp_path / "plain.npz", model)
+    assert load_checkpoint(tmp_path / "named.npz", device="cpu").class_labels == names
+    assert load_checkpoint(tmp_path / "plain.npz", device="cpu").class_labels == [0, 1, 2]
+    assert DigitApp(tmp_path / "named.npz").classes == names
+    assert DigitApp(tmp_path / "plain.npz").classes == ["0", "1", "2"]
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, np.random.default_rng(0).integers(0, 256, (2, 784)), fmt="%d", delimiter=",")
+    assert cli.main(["predict", str(tmp_path / "named.npz"), str(rows), "--json"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [list(r["probabilities"]) for r in recs] == [names, names] and all(r["label"] in names for r in recs)
+
+
 def test_data_and_info(tiny, tmp_path, monkeypatch, capsys):
     import shutil
     monkeypatch.setenv("MLP_BACKEND_DATA_DIR", str(tmp_path))

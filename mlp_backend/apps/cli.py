@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from mlp_backend.training.presets import PRESETS
+from mlp_backend.training.runner import MODES as CUDA_GRAPH_MODES
 from mlp_backend.apps.exit_codes import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 
 PLUGINS = ("mlp_backend.studies.reproduce", "mlp_backend.studies.bench", "mlp_backend.interop.onnx_export", "mlp_backend.apps.serve")
@@ -130,7 +131,7 @@ def _add_train(sub):
     g.add_argument("--preset", default=None, choices=list(PRESETS), help="start from a named configuration")
     g.add_argument("--seed", type=int, default=S, help="seed for the split, the weights and shuffling (default: 0)")
     g.add_argument("--device", default=None, help=DEVICE_HELP)
-    g.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default=S,
+    g.add_argument("--cuda-graphs", choices=CUDA_GRAPH_MODES, default=S,
                    help="on --device cuda, replay each epoch as one captured CUDA graph: auto (where it "
                         "can, else eager with a one-line reason), on (or fail), off (default: auto)")
     g.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<dataset>-<time>)")
@@ -247,9 +248,7 @@ def cmd_train(args) -> int:
 def _load_model(path, device):
     from mlp_backend.training.checkpoint import load_checkpoint
     ckpt = load_checkpoint(path, device=device)
-    est = (ckpt.extra or {}).get("estimator") or {}
-    classes = est.get("classes") or list(range(ckpt.model.sizes[-1]))
-    return ckpt, classes
+    return ckpt, ckpt.class_labels
 
 
 def cmd_evaluate(args) -> int:

@@ -92,8 +92,7 @@ class DigitApp:
         if self.model.sizes[0] != 28 * 28:
             raise ValueError(f"{self.path}: the model takes {self.model.sizes[0]} features, not 28x28 images; "
                              "serve needs a model trained on 28x28 digits")
-        est = (self.ckpt.extra or {}).get("estimator") or {}
-        self.classes = [str(c) for c in (est.get("classes") or range(self.model.sizes[-1]))]
+        self.classes = [str(c) for c in self.ckpt.class_labels]
         self.log = log or (lambda msg: None)
         self._lock = threading.Lock()
         self._errors = None
