@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from mlp_backend.apps import cli
+from mlp_backend.data.images import mnist_normalize
 from mlp_backend.training.checkpoint import load_checkpoint
 
 FAST = ["--hidden", "16", "--batch-size", "64", "--quiet"]
@@ -199,17 +200,55 @@ def test_predict_images_and_csv(trained, tiny, tmp_path, capsys):
     Image.fromarray(a).save(img_b, quality=95)
     csv = tmp_path / "rows.csv"
     np.savetxt(csv, np.c_[y, x], fmt="%d", delimiter=",")
-    assert cli.main(["predict", str(trained / "model.npz"), str(img_a), str(img_b), str(csv), "--json"]) == 0
+    # images reach the model as MNIST digits were made (mnist_normalize), as in `serve`: the rows
+    # predict must get for a.png (inverted) and b.jpg, written as a CSV file of their own
+    expected = tmp_path / "normalised.csv"
+    gray = lambda p: np.asarray(Image.open(p).convert("L"))  # noqa: E731
+    np.savetxt(expected, [mnist_normalize(255 - gray(img_a)).ravel(), mnist_normalize(gray(img_b)).ravel()],
+               fmt="%d", delimiter=",")
+    assert cli.main(["predict", str(trained / "model.npz"), str(img_a), str(img_b), str(csv), str(expected),
+                     "--json"]) == 0
     recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(recs) == 2 + 4
-    assert recs[0]["label"] == recs[1]["label"] == int(y[0])
-    for r, t in zip(recs[2:], y):
+    assert len(recs) == 2 + 4 + 2
+    for image, row in zip(recs[:2], recs[6:]):
+        assert image["label"] == row["label"]
+        assert list(image["probabilities"].values()) == pytest.approx(list(row["probabilities"].values()), abs=1e-6)
+    for r, t in zip(recs[2:6], y):
         assert r["true_label"] == int(t) and r["label"] == int(t)
         assert sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-5)
     assert cli.main(["predict", str(trained / "model.npz"), str(csv)]) == 0
     assert f"rows.csv[0]: {y[0]}" in capsys.readouterr().out
     (tmp_path / "bad.csv").write_text("1,2,3\n")
     assert cli.main(["predict", str(trained / "model.npz"), str(tmp_path / "bad.csv")]) == 1
+
+
+def test_predict_input_errors_are_one_line(trained, tmp_path, capsys):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    for name, message in [("broken.png", "broken.png: cannot read as an image"), ("missing.png", "no such file")]:
+        assert cli.main(["predict", str(trained / "model.npz"), str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_class_labels_come_from_the_checkpoint(tmp_path, capsys):
+    """A checkpoint with an estimator's classes labels predict's (and serve's) answers with them;
+    one without has the output indices."""
+    from mlp_backend import MLP
+    from mlp_backend.apps.serve import DigitApp
+    from mlp_backend.training.checkpoint import save_checkpoint
+    model = MLP([784, 8, 3], device="cpu", seed=0)
+    names = ["cat", "dog", "emu"]
+    save_checkpoint(tmp_path / "named.npz", model, extra={"estimator": {"classes": names}})
+    save_checkpoint(tmp_path / "plain.npz", model)
+    assert load_checkpoint(tmp_path / "named.npz", device="cpu").class_labels == names
+    assert load_checkpoint(tmp_path / "plain.npz", device="cpu").class_labels == [0, 1, 2]
+    assert DigitApp(tmp_path / "named.npz").classes == names
+    assert DigitApp(tmp_path / "plain.npz").classes == ["0", "1", "2"]
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, np.random.default_rng(0).integers(0, 256, (2, 784)), fmt="%d", delimiter=",")
+    assert cli.main(["predict", str(tmp_path / "named.npz"), str(rows), "--json"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [list(r["probabilities"]) for r in recs] == [names, names] and all(r["label"] in names for r in recs)
 
 
 def test_data_and_info(tiny, tmp_path, monkeypatch, capsys):

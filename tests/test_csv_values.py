@@ -7,7 +7,7 @@ the newest pandas (the main run) and on the declared floor (``.ci/lowest``).
 import numpy as np
 import pytest
 
-from mlp_backend.apps.cli import load_csv_rows
+from mlp_backend.data.inputs import read_csv_rows as load_csv_rows
 from mlp_backend.data import DataError
 from mlp_backend.data.formats import read_csv
 

@@ -222,6 +222,63 @@ def test_predict_answers_with_the_image_and_the_models_output(bare_server, rando
     np.testing.assert_allclose(a["hidden"][0]["values"], cache.a[1][0], atol=1e-5)
 
 
+def _predict_json(model_path, image_path, *options):
+    """`mlp-backend predict MODEL IMAGE --json`, run through cli.main: its one JSON record."""
+    import contextlib
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["predict", str(model_path), str(image_path), "--json", *options]) == 0
+    (line,) = out.getvalue().splitlines()
+    return json.loads(line)
+
+
+def _served(server, body: bytes) -> dict:
+    status, _, answer = server.request("POST", "/api/predict", body, {"Content-Type": "image/png"})
+    assert status == 200, answer
+    return json.loads(answer)
+
+
+def _same_answer(rec, served):
+    assert str(rec["label"]) == served["label"]
+    assert list(rec["probabilities"]) == [str(c) for c in range(10)]
+    assert list(rec["probabilities"].values()) == served["probabilities"]  # exactly: one preprocessing, one model
+
+
+def test_predict_and_serve_give_one_answer_for_one_image(bare_server, random_model, tmp_path):
+    """`mlp-backend predict FILE` and POSTing FILE's bytes to /api/predict preprocess alike (one
+    function, image_row) and so give the same class and the same probabilities; a dark digit on
+    light paper is inverted by predict (its border is light) and answered as the light-on-dark
+    one, while `--no-invert` answers exactly what serve does with those bytes."""
+    light_on_dark, dark_on_light = tmp_path / "seven.png", tmp_path / "seven-on-paper.png"
+    light_on_dark.write_bytes(png(drawn_seven()))
+    dark_on_light.write_bytes(png(255 - drawn_seven()))
+    served = _served(bare_server, light_on_dark.read_bytes())
+    _same_answer(_predict_json(random_model, light_on_dark), served)
+    _same_answer(_predict_json(random_model, dark_on_light), served)
+    served_paper = _served(bare_server, dark_on_light.read_bytes())
+    _same_answer(_predict_json(random_model, dark_on_light, "--no-invert"), served_paper)
+    assert served_paper["probabilities"] != served["probabilities"]  # the inversion mattered
+
+
+def test_predict_and_serve_agree_on_a_real_digit(run_dir, mnist, tmp_path):
+    """A real test digit, enlarged and off-centre on a larger canvas, saved as PNG: predict and serve
+    give the same answer, and it is the model's answer for the original 28x28 digit."""
+    d = mnist.x_test[0].reshape(28, 28)
+    canvas = np.zeros((200, 160), np.uint8)
+    canvas[30:142, 20:132] = np.asarray(Image.fromarray(d).resize((112, 112), Image.Resampling.BILINEAR))
+    f = tmp_path / "digit.png"
+    f.write_bytes(png(canvas))
+    s = Running(run_dir / "model.npz")
+    try:
+        served = _served(s, f.read_bytes())
+    finally:
+        s.close()
+    rec = _predict_json(run_dir / "model.npz", f)
+    _same_answer(rec, served)
+    model = load_checkpoint(run_dir / "model.npz", device="cpu").model
+    assert rec["label"] == int(np.asarray(model.predict(d.reshape(1, 784).astype(np.float32) / 255))[0])
+
+
 def test_blank_drawing_is_no_ink(bare_server):
     status, _, body = bare_server.request("POST", "/api/predict", png(np.zeros((280, 280))))
     assert status == 200 and json.loads(body)["ink"] is False

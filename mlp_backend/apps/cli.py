@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from mlp_backend.training.presets import PRESETS
+from mlp_backend.training.runner import MODES as CUDA_GRAPH_MODES
 from mlp_backend.apps.exit_codes import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 
 PLUGINS = ("mlp_backend.studies.reproduce", "mlp_backend.studies.bench", "mlp_backend.interop.onnx_export", "mlp_backend.apps.serve")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 DEVICE_HELP = ("where the maths runs: cpu, cuda, cuda:N, auto (CUDA if usable, else cpu), torch, "
                "torch:cuda[:N], array_api_strict[:device1|:no_float64] (default: $MLP_BACKEND_DEVICE or auto)")
@@ -130,7 +130,7 @@ def _add_train(sub):
     g.add_argument("--preset", default=None, choices=list(PRESETS), help="start from a named configuration")
     g.add_argument("--seed", type=int, default=S, help="seed for the split, the weights and shuffling (default: 0)")
     g.add_argument("--device", default=None, help=DEVICE_HELP)
-    g.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default=S,
+    g.add_argument("--cuda-graphs", choices=CUDA_GRAPH_MODES, default=S,
                    help="on --device cuda, replay each epoch as one captured CUDA graph: auto (where it "
                         "can, else eager with a one-line reason), on (or fail), off (default: auto)")
     g.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<dataset>-<time>)")
@@ -165,10 +165,12 @@ def _add_predict(sub):
         "predict", help="classify images (PNG/JPEG) or CSV rows with a trained model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Classify inputs with a checkpoint.\n\n"
-                    "Images (.png .jpg .jpeg .bmp .gif .tif .webp) are converted to grayscale and resized "
-                    "to 28x28.\nMNIST digits are white on black: an image whose border is mostly light "
-                    "(mean border pixel > 127)\nis inverted first, so a dark digit on white paper works. "
-                    "Use --no-invert to turn that off.\n\n"
+                    "Images (.png .jpg .jpeg .bmp .gif .tif .webp) are converted to grayscale and made into "
+                    "28x28 digits\nas MNIST's were, as `mlp-backend serve` does: the ink's box scaled to 20x20, "
+                    "centred by its\ncentre of mass. MNIST digits are white on black: an image whose border is "
+                    "mostly light\n(mean border pixel > 127) is inverted first, so a dark digit on white paper "
+                    "works. Use\n--no-invert to turn that off (an image then gets exactly the answer serve "
+                    "gives it).\n\n"
                     "CSV files: one image per row, 784 pixel values 0..255 (or 785 with the label first, "
                     "as in\nmnist_test.csv); a header line is skipped. Pixels are scaled by 1/255, unless "
                     "they are floats in [0, 1].")
@@ -248,9 +250,7 @@ def cmd_train(args) -> int:
 def _load_model(path, device):
     from mlp_backend.training.checkpoint import load_checkpoint
     ckpt = load_checkpoint(path, device=device)
-    est = (ckpt.extra or {}).get("estimator") or {}
-    classes = est.get("classes") or list(range(ckpt.model.sizes[-1]))
-    return ckpt, classes
+    return ckpt, ckpt.class_labels
 
 
 def cmd_evaluate(args) -> int:
@@ -316,106 +316,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def load_image(path, invert: "bool | None" = None):
-    """An image file as a (784,) uint8 row: grayscale, 28x28, white digit on black.
-
-    ``invert=None`` inverts when the border is mostly light (mean border pixel > 127).
-    """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
-            a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: cannot read as an image ({exc})") from None
-    if invert is None:
-        border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-        invert = border.mean() > 127
-    return (255 - a if invert else a).reshape(784)
-
-
-def load_csv_rows(path, n_features: int = 784):
-    """Rows of a CSV file: (x, labels or None). ``n_features + 1`` columns: label first.
-
-    Pixels are integers 0..255 (returned as uint8) or floats in [0, 1] (returned as is).
-    Values are read as float64 -- wide enough that nothing wraps, whatever dtype pandas
-    would infer -- checked, and only then narrowed.
-    """
-    import numpy as np
-    import pandas as pd
-    fix = f"expected {n_features} pixel columns (or {n_features + 1} with the label first)"
-    try:
-        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
-        header = not all(_is_number(v) for v in first.iloc[0])
-        a = pd.read_csv(path, header=None, skiprows=1 if header else 0, dtype=np.float64).to_numpy(np.float64)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: no rows; {fix}") from None
-    except ValueError:
-        raise ValueError(f"{path}: non-numeric values; {fix}") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read as CSV ({exc})") from None
-    if a.ndim != 2 or a.shape[1] not in (n_features, n_features + 1):
-        raise ValueError(f"{path}: {a.shape[1] if a.ndim == 2 else 0} columns; {fix}")
-    if not np.isfinite(a).all():
-        r, c = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"{path}: empty, NaN or infinite value in row {r}, column {c}; every value must be a number")
-    labels = None
-    if a.shape[1] == n_features + 1:
-        lab = a[:, 0]
-        bad = np.flatnonzero((lab < 0) | (lab != np.rint(lab)))
-        if bad.size:
-            raise ValueError(f"{path}: label {lab[bad[0]]:g} in row {bad[0]} is not a class index (0, 1, 2, ...); "
-                             "the label must be the first column")
-        labels = lab.astype(np.int64)
-    x = a[:, -n_features:]
-    if x.min(initial=0) < 0:
-        r, c = np.argwhere(x < 0)[0]
-        raise ValueError(f"{path}: pixel value {x[r, c]:g} in row {r} is negative; pixels are integers "
-                         "0..255 or floats in [0, 1]")
-    if x.max(initial=0) > 1.0:  # 0..255 pixels; floats in [0, 1] are used as given
-        bad = (x > 255) | (x != np.rint(x))
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            kind = "not an integer" if x[r, c] != np.rint(x[r, c]) else "out of range"
-            raise ValueError(f"{path}: pixel value {x[r, c]:g} in row {r} is {kind}: pixels are integers "
-                             "0..255 (or all floats in [0, 1])")
-        x = x.astype(np.uint8)
-    return x, labels
-
-
-def _is_number(text) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def cmd_predict(args) -> int:
     import numpy as np
+    from mlp_backend.data.inputs import read_inputs
     from mlp_backend.training.trainer import prepare_inputs
     ckpt, classes = _load_model(args.model, args.device)
     model, backend = ckpt.model, ckpt.model.backend
-    names, rows, truth = [], [], []
-    for inp in args.inputs:
-        p = Path(inp)
-        if not p.is_file():
-            raise ValueError(f"{p}: no such file")
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            if model.sizes[0] != 784:
-                raise ValueError(f"the model takes {model.sizes[0]} features, not 28x28 images")
-            names.append(str(p))
-            rows.append(load_image(p, invert=False if args.no_invert else None)[None, :])
-            truth.append(None)
-        else:
-            x, labels = load_csv_rows(p, model.sizes[0])
-            names += [f"{p}[{i}]" for i in range(len(x))]
-            rows.append(x)
-            truth += list(labels) if labels is not None else [None] * len(x)
-    if any(r.dtype != np.uint8 for r in rows):
-        rows = [r.astype(np.float64) / (255.0 if r.dtype == np.uint8 else 1.0) for r in rows]
-    x = np.concatenate(rows)
+    names, x, truth = read_inputs(args.inputs, model.sizes[0], invert=False if args.no_invert else None)
     proba = backend.to_numpy(model.predict_proba(prepare_inputs(backend.asarray(x), model)))
     top = max(1, min(args.top, proba.shape[1]))
     for name, pr, t in zip(names, proba, truth):

@@ -2,7 +2,7 @@
 
 The page (plain HTML/JS/CSS shipped in ``mlp_backend/apps/static``, nothing fetched from
 elsewhere) sends the drawing as a PNG to ``POST /api/predict``; the server normalises it
-the way MNIST was made (:func:`mlp_backend.data.images.mnist_normalize`), runs the model and
+the way MNIST was made (:func:`mlp_backend.data.images.image_row`, as ``mlp-backend predict``), runs the model and
 answers with the 28x28 image, the ten probabilities, the predicted class and every hidden
 layer's activations. ``GET /api/run`` describes the model and the run that trained it
 (``history.csv`` and ``metrics.json`` next to the checkpoint); ``GET /api/errors`` computes,
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
 import socket
@@ -92,8 +91,7 @@ class DigitApp:
         if self.model.sizes[0] != 28 * 28:
             raise ValueError(f"{self.path}: the model takes {self.model.sizes[0]} features, not 28x28 images; "
                              "serve needs a model trained on 28x28 digits")
-        est = (self.ckpt.extra or {}).get("estimator") or {}
-        self.classes = [str(c) for c in (est.get("classes") or range(self.model.sizes[-1]))]
+        self.classes = [str(c) for c in self.ckpt.class_labels]
         self.log = log or (lambda msg: None)
         self._lock = threading.Lock()
         self._errors = None
@@ -110,21 +108,15 @@ class DigitApp:
     def predict_image(self, png: bytes) -> dict:
         """The page's drawing (PNG/any image PIL reads, white ink on black) -> the answer JSON."""
         from PIL import Image, UnidentifiedImageError
-        from mlp_backend.data.images import mnist_normalize
+        from mlp_backend.data.images import ImageTooLarge, image_row
         try:
-            with Image.open(io.BytesIO(png)) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                                       f"the image is {w}x{h}; at most {MAX_PIXELS} pixels")
-                gray = np.asarray(im.convert("L"))
-        except RequestError:
-            raise
+            pixels = image_row(png, invert=False, max_pixels=MAX_PIXELS)  # as `mlp-backend predict --no-invert`
+        except ImageTooLarge as exc:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from None
         except UnidentifiedImageError:
             raise RequestError(HTTPStatus.BAD_REQUEST, "the body is not an image: POST the drawing as a PNG") from None
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"the image cannot be decoded ({exc})") from None
-        pixels = mnist_normalize(gray)
         return self.answer(pixels.reshape(1, 784))
 
     def answer(self, pixels: np.ndarray) -> dict:

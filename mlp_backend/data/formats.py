@@ -249,7 +249,9 @@ def read_idx(path: PathLike, *, expect: str | None = None) -> np.ndarray:
 Opener = Callable[[], IO[bytes]]
 
 
-def _csv_open_path(p: Path) -> Opener:
+def csv_opener(path: PathLike) -> Opener:
+    """A re-openable binary stream of a CSV file (a ``.gz`` one decompressed)."""
+    p = Path(path)
     if p.suffix == ".gz":
         return lambda: gzip.open(p, "rb")
     return lambda: open(p, "rb")
@@ -263,6 +265,23 @@ def _looks_numeric(field: str) -> bool:
         return False
 
 
+def csv_header(opener: Opener) -> Tuple["list[str] | None", bool]:
+    """The first line's fields (None when the file is empty) and whether they are a header:
+    a first line with any non-numeric field (e.g. ``label,pixel0,...``) is one."""
+    with opener() as f:
+        first = f.readline().decode("utf-8", errors="replace").strip().lstrip("\ufeff")
+        rest_empty = first == "" and f.read(1) == b""
+    if first == "" and rest_empty:
+        return None, False
+    fields = [s.strip().strip('"') for s in first.split(",")]
+    return fields, not all(_looks_numeric(s) for s in fields if s != "")
+
+
+def csv_read_options(has_header: bool) -> dict:
+    """The ``pandas.read_csv`` options of the CSV readers: no column names, the header line skipped."""
+    return dict(header=None, skiprows=1 if has_header else 0, index_col=False, engine="c", skip_blank_lines=True)
+
+
 def parse_csv(opener: Opener, *, where: str) -> Tuple[np.ndarray, np.ndarray]:
     """Parse label-first CSV from a re-openable binary stream; see :func:`read_csv`."""
     import pandas as pd
@@ -271,20 +290,16 @@ def parse_csv(opener: Opener, *, where: str) -> Tuple[np.ndarray, np.ndarray]:
         "Each row must be: label, then 784 pixel values (28x28), i.e. 785 comma-separated "
         "integers; an optional header row (e.g. label,pixel0,...,pixel783) is allowed."
     )
-    with opener() as f:
-        first = f.readline().decode("utf-8", errors="replace").strip().lstrip("\ufeff")
-        rest_empty = first == "" and f.read(1) == b""
-    if first == "" and rest_empty:
+    fields, has_header = csv_header(opener)
+    if fields is None:
         raise DataError(f"{where}: file is empty. {fix_cols}")
-    fields = [s.strip().strip('"') for s in first.split(",")]
-    has_header = not all(_looks_numeric(s) for s in fields if s != "")
     if has_header and "label" in [s.lower() for s in fields] and fields[0].lower() != "label":
         raise DataError(
             f"{where}: the header has a 'label' column at position {[s.lower() for s in fields].index('label')}, "
             "but the label must be the first column. Reorder the columns (label first)."
         )
 
-    kw = dict(header=None, skiprows=1 if has_header else 0, index_col=False, engine="c", skip_blank_lines=True)
+    kw = csv_read_options(has_header)
     try:
         values = _read_csv_checked(opener, kw)
     except pd.errors.EmptyDataError:
@@ -398,7 +413,7 @@ def read_csv(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file. Check the path.")
-    return parse_csv(_csv_open_path(p), where=str(p))
+    return parse_csv(csv_opener(p), where=str(p))
 
 
 # --------------------------------------------------------------------------- NPZ
@@ -474,6 +489,7 @@ __all__ = [
     "parse_idx",
     "read_csv",
     "parse_csv",
+    "csv_opener", "csv_header", "csv_read_options",
     "read_npz",
     "write_npz_atomic",
     "atomic_write_bytes",

@@ -1,4 +1,4 @@
-"""Turn a drawing of a digit into the 28x28 image an MNIST model expects, the way MNIST was made.
+"""Turn an image of a digit into the 28x28 image an MNIST model expects, the way MNIST was made.
 
 LeCun et al. describe MNIST's normalisation: each digit was "size normalized to fit in a
 20x20 pixel box while preserving [its] aspect ratio" (with anti-aliasing, hence the grey
@@ -7,7 +7,9 @@ translating the image so as to position this point at the center of the 28x28 fi
 Measured on the MNIST test set: the ink's bounding box is exactly 20 pixels on its longer
 side for every digit, and the centre of mass sits at row/column index 14.0 (std 0.29), i.e.
 an integer translation. :func:`mnist_normalize` does the same, so a digit drawn anywhere, at
-any size, on a canvas reaches the network as MNIST's own digits do.
+any size, on a canvas reaches the network as MNIST's own digits do. :func:`image_row` is the
+whole path from an image file (or its bytes) to the row the model gets; ``mlp-backend predict``
+and ``mlp-backend serve`` both use it, so the same image gets the same answer from each.
 
 >>> img = np.zeros((300, 300), np.uint8); img[40:200, 100:120] = 255   # a tall bar, off-centre
 >>> out = mnist_normalize(img)
@@ -16,10 +18,16 @@ any size, on a canvas reaches the network as MNIST's own digits do.
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image
 
-__all__ = ["mnist_normalize", "BOX", "SIDE", "CENTRE"]
+from mlp_backend.data.errors import DataError
+
+__all__ = ["image_row", "mnist_normalize", "ImageTooLarge", "IMAGE_SUFFIXES", "BOX", "SIDE", "CENTRE"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # read as images
 
 SIDE = 28      # the output image is SIDE x SIDE
 BOX = 20       # the longer side of the ink's bounding box after scaling
@@ -76,3 +84,28 @@ def mnist_normalize(image, threshold: float = 0.1) -> np.ndarray:
     if y1 > y0 and x1 > x0:
         out[y0:y1, x0:x1] = np.round(small[y0 - oy:y1 - oy, x0 - ox:x1 - ox]).astype(np.uint8)
     return out
+
+
+class ImageTooLarge(DataError):
+    """An image with more pixels than the caller accepts."""
+
+
+def image_row(source, *, invert: "bool | None" = False, max_pixels: "int | None" = None) -> np.ndarray:
+    """An image of one digit -- a file path, or the file's bytes -- as the (784,) uint8 row the model gets.
+
+    The image is converted to grayscale; ``invert=True`` turns dark ink on light paper into
+    MNIST's light ink on black (``invert=None``: when the image's border is mostly light,
+    mean border pixel > 127; ``False``: never); then :func:`mnist_normalize` makes it an
+    MNIST digit. Raises :class:`ImageTooLarge` when the image has more than ``max_pixels``
+    pixels (checked before it is decoded), and PIL's errors (``UnidentifiedImageError``,
+    ``OSError``, ``Image.DecompressionBombError``) when it cannot be read.
+    """
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
+        w, h = im.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageTooLarge(f"the image is {w}x{h}; at most {max_pixels} pixels")
+        gray = np.asarray(im.convert("L"))
+    if invert is None:
+        border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+        invert = bool(border.mean() > 127)
+    return mnist_normalize(255 - gray if invert else gray).reshape(SIDE * SIDE)

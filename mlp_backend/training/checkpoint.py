@@ -82,6 +82,13 @@ class Checkpoint:
     def run_config(self) -> dict:
         return dict(self.meta.get("run_config") or {})
 
+    @property
+    def class_labels(self) -> list:
+        """The label of each output, in order: the classes an estimator was fitted on (saved in
+        ``extra["estimator"]["classes"]``), else the output indices 0, 1, 2, ..."""
+        est = (self.extra or {}).get("estimator") or {}
+        return list(est.get("classes") or range(self.model.sizes[-1]))
+
     def restore(self, trainer) -> None:
         """Put the saved epoch, history, RNG state and best weights into ``trainer``."""
         if self.trainer_state is not None:
