@@ -4,11 +4,13 @@ GPU run, PyTorch's whole-epoch CUDA graph) under ``pytest -m gpu``. No timed ass
 import argparse
 import inspect
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from mlp_backend.studies.bench import candidates, command, comparison, environment, gpu
+from mlp_backend.studies.bench import candidates, command, comparison, environment, gpu, memory
 from mlp_backend.apps import cli
 from mlp_backend.training.trainer import Trainer
 
@@ -242,6 +244,32 @@ def test_default_run_and_time_to_accuracy_on_cpu(digits, tmp_path):
                          "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["default_run"]["epochs"] == 10 and data["default_time_to_accuracy"]["target"] == 0.9
+
+
+def test_python_m_runs_the_command():
+    """``python -m mlp_backend.studies.bench`` (what --coretype-both's child and the docs run)
+    is the command: its options, and its errors with the command's exit status."""
+    run = subprocess.run([sys.executable, "-m", "mlp_backend.studies.bench", "--help"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "--coretype-both" in run.stdout and "--ranks 1,2" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "mlp_backend.studies.bench", "--batch", "0", "--data", "synthetic"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "mlp-backend bench: --batch wants positive integers" in bad.stderr
+
+
+def test_peak_memory_children_report_both_peaks():
+    """The two children (``python -m mlp_backend.studies.bench.memory_child``, the second with
+    ``-X tracemalloc``) train and report; the budget is 2 x the float32 training set plus
+    the float32 parameters."""
+    mem = memory.peak_memory("784-8-10", epochs=1, batch=512, optimizer="sgd", lr=0.1, data="synthetic")
+    assert "error" not in mem, mem.get("error")
+    assert (mem["train_rows"], mem["features"], mem["test_rows"]) == (60_000, 784, 10_000)
+    assert mem["params"] == 784 * 8 + 8 + 8 * 10 + 10
+    assert mem["maxrss_bytes"] > mem["train_rows"] * mem["features"]  # the uint8 training set at least
+    assert 0 < mem["tracemalloc_peak_bytes"] < mem["maxrss_bytes"]  # traced: the child ran under -X tracemalloc
+    assert mem["dataset_float32_bytes"] == 60_000 * 784 * 4
+    assert mem["budget_bytes"] == 2 * mem["dataset_float32_bytes"] + 4 * mem["params"]
+    assert (mem["net"], mem["epochs"], mem["batch"], mem["optimizer"]) == ("784-8-10", 1, 512, "sgd")
 
 
 def test_gpu_environment_without_a_gpu_is_recorded_not_raised():
