@@ -45,6 +45,7 @@ DEVICE_DEFAULTS = {"cpu": ("128", "sgd"), "cuda": ("128,1024", "sgd,adam")}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's options, added to ``p`` (``mlp-backend bench`` and ``python -m``'s parser alike)."""
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--nets", default=",".join(DEFAULT_NETS), help="comma-separated, e.g. 784-100-40-10")
     p.add_argument("--batch", default=None, metavar="B[,B...]",
@@ -114,6 +115,8 @@ def save_json(path, out: dict) -> None:
 
 
 def main_args(args) -> dict:
+    """Run what the parsed ``args`` ask for (``--ranks``: the scaling benchmark instead), printing
+    as it goes; returns the results (written to ``--json`` too)."""
     if getattr(args, "ranks", None):  # data-parallel scaling has its own runs
         return ranks.main_args(args)
     out: dict = {"command": " ".join(["python benchmarks/bench.py", *sys.argv[1:]])}
@@ -213,6 +216,7 @@ def register(subparsers) -> None:
 
 
 def main(argv=None) -> int:
+    """``python -m mlp_backend.studies.bench`` and ``benchmarks/bench.py``: parse ``argv``, run, exit 0."""
     p = argparse.ArgumentParser(prog="mlp-backend bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
