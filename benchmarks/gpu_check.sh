@@ -111,7 +111,7 @@ fi
     >>"$RESULTS/setup.log" 2>&1 ||
     echo "gpu_check: MNIST is not cached (see setup.log) and may not be fetchable here: bring .gl/mnist.npz along" | tee -a "$RESULTS/setup.log" >&2
 "$PYTHON" -c 'import json, platform, numpy
-from mlp_backend.studies.bench_gpu import gpu_environment
+from mlp_backend.studies.bench.gpu import gpu_environment
 env = {"python": platform.python_version(), "numpy": numpy.__version__, **gpu_environment()}
 for mod in ("array_api_compat", "array_api_strict"):
     env[mod] = __import__(mod).__version__

@@ -2,8 +2,7 @@
 
 ================  ====================================================================
 ``reproduce``     ``mlp-backend reproduce`` and ``sweep``: the paper's experiments and report
-``bench``         ``mlp-backend bench``: training speed against PyTorch and scikit-learn
-``bench_gpu``     the CUDA part of ``bench``
-``bench_ranks``   data-parallel scaling over MPI ranks
+``bench``         ``mlp-backend bench``: training speed against PyTorch and scikit-learn,
+                  on the CPU, on CUDA and over MPI ranks (a package: see its docstring)
 ================  ====================================================================
 """

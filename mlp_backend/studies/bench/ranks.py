@@ -1,14 +1,14 @@
 """Scaling benchmark: training epoch time on N MPI ranks against one process
 (``mlp-backend bench --ranks 1,2``).
 
-Every configuration runs in a fresh child process (``mpiexec -n N`` for N > 1) with its BLAS
-thread count fixed before NumPy loads: N ranks x 1 thread for each N given, and, beside
-them, one process with as many threads as the largest N (the other way to use the same
-cores). Each child trains one warm-up epoch, then times epochs of plain SGD (the
-``Trainer``'s epoch: rank 0's wall time between barriers); the configurations run twice, in
-opposite orders, so drifting load from other processes hits them alike. The child with
-N > 1 ranks also times the gradient all-reduce alone (the same buffer, 20 calls) and
-reports it against the step time (epoch time / steps).
+Every configuration runs in a fresh child process (:mod:`mlp_backend.studies.bench.ranks_child`,
+under ``mpiexec -n N`` for N > 1) with its BLAS thread count fixed before NumPy loads: N ranks
+x 1 thread for each N given, and, beside them, one process with as many threads as the
+largest N (the other way to use the same cores). Each child trains one warm-up epoch, then
+times epochs of plain SGD (the ``Trainer``'s epoch: rank 0's wall time between barriers);
+the configurations run twice, in opposite orders, so drifting load from other processes hits
+them alike. The child with N > 1 ranks also times the gradient all-reduce alone (the same
+buffer, 20 calls) and reports it against the step time (epoch time / steps).
 
     mlp-backend bench --ranks 1,2                         # 784-512-256-10 and 784-2048-2048-10, batch 512
     mlp-backend bench --ranks 1,2 --nets 784-2048-2048-10 --rows 20000 --repeats 4
@@ -21,49 +21,13 @@ import os
 import statistics
 import subprocess
 import sys
-import time
+
+from mlp_backend.studies.bench.comparison import DEFAULT_NETS
+from mlp_backend.studies.bench.environment import cpu_model
 
 NETS = ("784-512-256-10", "784-2048-2048-10")
 BATCH = 512
-ALLREDUCE_CALLS = 20
-
-
-def _child(spec: dict) -> None:
-    """One configuration, inside its own process (one rank of it, under mpiexec)."""
-    from mlp_backend.studies.bench import load_data
-    from mlp_backend.training.distributed import init
-    from mlp_backend.model import MLP
-    from mlp_backend.optim import make_optimizer
-    from mlp_backend.training.trainer import Trainer
-    dist = init()
-    x, y, _, _ = (load_data(spec["data"], spec["rows"]) if dist is None
-                  else dist.root_first(lambda: load_data(spec["data"], spec["rows"])))
-    model = MLP([int(s) for s in spec["net"].split("-")], "relu", device="cpu", seed=0)
-    tr = Trainer(model, make_optimizer("sgd", 0.05), batch_size=spec["batch"], seed=0, progress="none", dist=dist)
-    barrier = dist.comm.Barrier if dist is not None else (lambda: None)
-    if dist is not None:
-        dist.broadcast_params(model)
-    times = []
-    for e in range(spec["epochs"] + 1):
-        barrier()
-        t0 = time.perf_counter()
-        tr.train_epoch(x, y)
-        barrier()
-        if e:  # epoch 0 warms caches and buffers
-            times.append(time.perf_counter() - t0)
-    out = {"times": times, "steps": math.ceil(x.shape[0] / spec["batch"]), "rows": int(x.shape[0])}
-    if dist is not None:
-        grads = model.ops.pack(model.params.layout, model.dtype, model.backend.device, order=list(model.params))
-        dist.allreduce_grads(grads)
-        barrier()
-        t0 = time.perf_counter()
-        for _ in range(ALLREDUCE_CALLS):
-            dist.allreduce_grads(grads)
-        out["allreduce_s"] = (time.perf_counter() - t0) / ALLREDUCE_CALLS
-        out["allreduce_bytes"] = int(grads.flat.nbytes)
-        out["transport"] = dist.transport
-    if dist is None or dist.root:
-        print("RESULT " + json.dumps(out), flush=True)
+CHILD = "mlp_backend.studies.bench.ranks_child"
 
 
 def run_config(net: str, ranks: int, threads: int, *, batch: int, epochs: int, data: str, rows) -> dict:
@@ -72,7 +36,7 @@ def run_config(net: str, ranks: int, threads: int, *, batch: int, epochs: int, d
     spec = {"net": net, "batch": batch, "epochs": epochs, "data": data, "rows": rows}
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "mlp_backend.studies.bench_ranks", json.dumps(spec)]
+    cmd = [sys.executable, "-m", CHILD, json.dumps(spec)]
     if ranks > 1:
         mpiexec = find_mpiexec()
         if mpiexec is None:
@@ -133,7 +97,6 @@ def format_table(rows: list[dict]) -> str:
 def main_args(args) -> dict:
     """``mlp-backend bench --ranks 1,2 [--nets ...] [--batch N] [--repeats N] [--rows N] [--data NAME]``:
     --nets left at the comparison's default and --batch unset mean this benchmark's (NETS, 512)."""
-    from mlp_backend.studies.bench import DEFAULT_NETS
     ranks_list = sorted({int(s) for s in str(args.ranks).split(",") if s.strip()})
     if not ranks_list or ranks_list[0] < 1:
         raise ValueError(f"--ranks takes rank counts >= 1, e.g. 1,2; got {args.ranks!r}")
@@ -144,8 +107,7 @@ def main_args(args) -> dict:
     batch = batches[0]
     load_start = os.getloadavg()
     rows = scaling(nets, ranks_list, batch=batch, repeats=args.repeats, data=args.data, rows=args.rows)
-    from mlp_backend.studies.bench import _cpu_model
-    out = {"command": " ".join(["mlp-backend bench", *sys.argv[2:]]), "cores": os.cpu_count(), "cpu": _cpu_model(),
+    out = {"command": " ".join(["mlp-backend bench", *sys.argv[2:]]), "cores": os.cpu_count(), "cpu": cpu_model(),
            "load_average_start": load_start, "load_average_end": os.getloadavg(), "results": rows}
     print()
     print(format_table(rows))
@@ -156,7 +118,3 @@ def main_args(args) -> dict:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     return out
-
-
-if __name__ == "__main__":
-    _child(json.loads(sys.argv[1]))

@@ -1,19 +1,21 @@
-"""The GPU benchmark's own parts: PyTorch's whole epoch as one CUDA graph, the GPU's
-versions, and the default ``train`` run with its time to accuracy.
+"""The GPU run's own records: the card's and libraries' versions, and the default ``train``
+run with its time to accuracy.
 
-:mod:`mlp_backend.studies.bench` runs the interleaved comparison; with ``--device cuda`` it takes
-from here the PyTorch whole-epoch graph (the near launch-free peer: every full batch of an
-epoch captured once with ``torch.cuda.CUDAGraph`` and replayed, the same maths as the eager
-peer), the card/driver/CUDA/library versions for the record, and two end-to-end figures:
-the default ``mlp-backend train --device cuda`` run (its 10 epochs) and the time to 98 %
-MNIST test accuracy of the same configuration. Nothing here imports CuPy or PyTorch until
-it is called.
+With ``--device cuda``, ``mlp-backend bench`` records the card/driver/CUDA/library versions
+with its figures and, before the interleaved comparison, two end-to-end figures: the
+default ``mlp-backend train --device cuda`` run (its 10 epochs) and the time to 98 % MNIST
+test accuracy of the same configuration (both also run on the CPU, as the tests do). Nothing
+here imports CuPy or PyTorch until it is called.
 """
 from __future__ import annotations
 
 import subprocess
 import tempfile
 import time
+
+from mlp_backend.studies.bench.candidates import graph_status
+from mlp_backend.studies.bench.tta import time_to_accuracy
+from mlp_backend.training.presets import PRESETS
 
 
 def _version(mod: str):
@@ -57,87 +59,13 @@ def gpu_environment() -> dict:
     return env
 
 
-def static_step(net, xs, ys, batch, lr, opt=None):
-    """``step(i)``: one training step of ``net`` on rows ``i*batch:(i+1)*batch`` of the static
-    buffers ``xs``, ``ys``, in the form a CUDA graph can capture (no ``zero_grad``, no host
-    sync): mean cross-entropy, ``autograd.grad``, then SGD with ``lr`` as one ``_foreach_add_``
-    (``opt`` None) or ``opt.step()`` on the gradients. The same maths as the eager peer's
-    ``zero_grad``/``backward``/``step``, on any device."""
-    import torch
-    params = list(net.parameters())
-    lossf = torch.nn.CrossEntropyLoss()
-
-    def step(i):
-        rows = slice(i * batch, (i + 1) * batch)
-        loss = lossf(net(xs[rows]), ys[rows])
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            if opt is None:
-                torch._foreach_add_(params, grads, alpha=-lr)
-            else:
-                for p, g in zip(params, grads):
-                    p.grad = g
-                opt.step()
-    return step
-
-
-def torch_graph_epoch(sizes, x, y, batch, lr=0.1, optimizer="sgd", warmup_steps=3):
-    """PyTorch with the whole epoch as one CUDA graph (as ../shared/tools/gpu/torch_cuda_ref.py):
-    the epoch's full batches (the remainder batch is left out) captured once, each step the
-    eager peer's maths (forward, cross-entropy, gradients, SGD or Adam); each timed epoch draws
-    a permutation, gathers the rows into the graph's static buffers and replays the graph.
-
-    Returns the timing callable; its attributes ``net``, ``step(i)`` (one eager step on the
-    static buffers), ``params``, ``optimizer`` (None for SGD) and ``steps`` let a test replay
-    the graph's work eagerly."""
-    import torch
-
-    from mlp_backend.studies.bench import torch_net, torch_optimizer
-    torch.backends.cuda.matmul.allow_tf32 = False  # float32 products in float32, as ours
-    net, xt, yt = torch_net(sizes, x, y, "cuda")
-    params = list(net.parameters())
-    n = xt.shape[0]
-    steps = n // batch
-    if steps < 1:
-        raise ValueError(f"torch graph-epoch: batch {batch} is larger than the {n} rows")
-    xs, ys = xt[:steps * batch].clone(), yt[:steps * batch].clone()
-    # Adam's step count and moments must live on the device for a replayed graph to advance them.
-    opt = torch_optimizer(optimizer, params, lr, capturable=True, foreach=True) if optimizer != "sgd" else None
-    step = static_step(net, xs, ys, batch, lr, opt)
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the default stream: lazy state, cuBLAS handles
-        for i in range(min(warmup_steps, steps)):
-            step(i)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(steps):
-            step(i)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-
-    def run():
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen).to(xt.device)[:steps * batch]
-        torch.index_select(xt, 0, perm, out=xs)
-        torch.index_select(yt, 0, perm, out=ys)
-        graph.replay()
-        torch.cuda.synchronize()
-        return time.perf_counter() - t0
-    run.net, run.step, run.params, run.steps, run.graph, run.optimizer = net, step, params, steps, graph, opt
-    return run
-
-
 def default_run(dataset: str, device: str = "cuda", cuda_graphs: "str | None" = "auto", *,
                 epochs: "int | None" = None, log=print) -> dict:
     """``mlp-backend train --device DEVICE`` with the default configuration (``--dataset``
     and ``--cuda-graphs`` aside), written to a temporary folder: the sum of its epoch times
     (``total_train_seconds``, what `train` reports: training plus the per-epoch validation),
     each epoch's time (the first includes any capture), the accuracies and the graph status."""
-    from mlp_backend.studies.bench import graph_status
-    from mlp_backend.training.run import resolve_config, train_run
+    from mlp_backend.training.run import resolve_config, train_run  # loads the data package: not at `mlp-backend` start
     options = {"dataset": dataset, "epochs": epochs}
     if cuda_graphs is not None:
         options["cuda_graphs"] = cuda_graphs
@@ -163,11 +91,10 @@ def default_time_to_accuracy(x, y, xt, yt, device: str = "cuda", cuda_graphs: "s
                              target: float = 0.98, log=print) -> dict:
     """The default configuration (net, Adam 1e-3, cosine over its 10 epochs, batch 128,
     float32, seed 0) trained on all of ``x`` with the test set evaluated after every epoch:
-    wall time until test accuracy >= ``target`` (:func:`mlp_backend.studies.bench.time_to_accuracy`)."""
-    from mlp_backend.studies.bench import time_to_accuracy
-    from mlp_backend.training.presets import PRESETS
+    wall time until test accuracy >= ``target`` (:func:`~mlp_backend.studies.bench.tta.time_to_accuracy`)."""
+    from mlp_backend.data.formats import N_CLASSES
     cfg = PRESETS["default"]
-    net = "-".join(str(v) for v in (x.shape[1], *cfg["hidden"], 10))
+    net = "-".join(str(v) for v in (x.shape[1], *cfg["hidden"], N_CLASSES))
     log(f"\ntime to {target:.1%} test accuracy, default configuration ({net}, {cfg['optimizer']} lr {cfg['lr']:g}, "
         f"{cfg['schedule']}, batch {cfg['batch_size']}) on {device}:")
     res = time_to_accuracy(x, y, xt, yt, net=net, target=target, epochs=cfg["epochs"], batch=cfg["batch_size"],
