@@ -21,7 +21,7 @@ first = {name: getattr(mb, name) for name in mb.__all__}
 again = [name for name in mb.__all__ if getattr(mb, name) is not first[name]]
 imported, skipped = [], {}
 for info in pkgutil.walk_packages(mb.__path__, "mlp_backend."):
-    if info.name == "mlp_backend.__main__":  # importing it runs the command line
+    if info.name.rpartition(".")[2] == "__main__":  # importing one runs its command line
         continue
     try:
         importlib.import_module(info.name)
