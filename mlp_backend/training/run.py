@@ -40,8 +40,8 @@ from mlp_backend.backends import get_backend
 from mlp_backend.training.checkpoint import _jsonable, load_checkpoint, save_checkpoint
 from mlp_backend.data import load_dataset, train_val_split
 from mlp_backend.data.atomic import atomic_write_bytes, write_json_atomic
-from mlp_backend.model import MLP
 from mlp_backend.data.formats import N_CLASSES
+from mlp_backend.model import MLP
 from mlp_backend.optim import make_optimizer, make_schedule
 from mlp_backend.training.presets import loss_report_factor, paper_split
 from mlp_backend.training.trainer import Trainer, TrainingDiverged, evaluate

@@ -229,7 +229,7 @@ def speed_notes(speed) -> list[str]:
     """Why the ratio is what it is (the FLOP count is computed; the rest is the argument)."""
     gf = _epoch_gflop(speed)
     ours_dev, paper_dev = speed_devices(speed)
-    rates = {"gflop": gf, "ours_gflops": gf / speed["ours"]["median"], "paper_gflops": gf / speed["paper"]["median"]}
+    rates = dict(gflop=gf, ours_gflops=gf / speed["ours"]["median"], paper_gflops=gf / speed["paper"]["median"])
     if ours_dev != "cpu":
         return lines("speed_notes_gpu", **rates, ours_device=ours_dev, paper_device=paper_dev,
                      device=ours_dev.split(":")[0])
