@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper_code  # noqa: E402
 
 from mlp_backend.training.presets import PRESETS  # noqa: E402
-from mlp_backend.studies.reproduce import build, load_pool  # noqa: E402
+from mlp_backend.studies.reproduce.experiments import build, load_pool  # noqa: E402
 
 
 def paper_arrays(n_rows: int, seed: int = 0):

@@ -8,7 +8,7 @@ The full study (all three experiments over seeds, the ablation, the report) is
 import argparse
 
 from mlp_backend.training.presets import PRESETS, remove_quirks
-from mlp_backend.studies.reproduce import load_pool, run_config, split
+from mlp_backend.studies.reproduce.experiments import load_pool, run_config, split
 
 
 def main():

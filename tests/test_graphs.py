@@ -205,7 +205,7 @@ def test_cuda_graphs_rejects_unknown_modes():
     model = mb.MLP([4, 3], device="cpu")
     with pytest.raises(ValueError, match="cuda_graphs must be 'auto', 'on' or 'off', got 'yes'"):
         Trainer(model, make_optimizer("sgd", 0.1), cuda_graphs="yes")
-    from mlp_backend.training.run import resolve_config
+    from mlp_backend.training.config import resolve_config
     assert resolve_config(None, cuda_graphs="off")["cuda_graphs"] == "off"
     assert resolve_config(None)["cuda_graphs"] == "auto"
     with pytest.raises(ValueError, match="--cuda-graphs must be one of auto, on, off"):
@@ -529,7 +529,8 @@ def test_a_finished_run_and_estimator_hold_no_runner(tmp_path):
     """train_run and MLPClassifier.fit train once: their trainers free the epoch runner (which
     would keep the device copy of the data, and on CUDA a graph, alive) when training ends."""
     from mlp_backend.interop.estimator import MLPClassifier
-    from mlp_backend.training.run import resolve_config, train_run
+    from mlp_backend.training.config import resolve_config
+    from mlp_backend.training.run import train_run
     x, y = blobs(n=200, n_features=784, n_classes=10)
     np.savez(tmp_path / "tiny.npz", x_train=x.reshape(-1, 28, 28), y_train=y,
              x_test=x[:50].reshape(-1, 28, 28), y_test=y[:50])

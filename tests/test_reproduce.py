@@ -3,14 +3,17 @@ what they say, the CLI writes its report, and (quick, on real MNIST) the qualita
 findings of docs/reproduction.md hold."""
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlp_backend.studies import reproduce as R
-from mlp_backend.training.presets import PRESETS, QUIRKS, remove_quirks
+from mlp_backend.studies.reproduce import experiments as R, main
+from mlp_backend.studies.reproduce.report import build_report, speed_notes
+from mlp_backend.training.config import resolve_config
+from mlp_backend.training.presets import MODERN, PRESETS, QUIRKS, loss_report_factor, remove_quirks
+from mlp_backend.training.run import split_data, train_run
+from mlp_backend.training.trainer import prepare_inputs
 
 from conftest import blobs
 
@@ -88,7 +91,7 @@ def test_cli_writes_report_atomically(tmp_path):
                header="label," + ",".join(f"pixel{i}" for i in range(784)), comments="")
     out = tmp_path / "docs"
     base = ["--quick", "--out", str(out), "--data-path", str(csv)]
-    assert R.main(["reproduce", *base, "--seeds", "2", "--seeds-for", "paper-he=1", "--seeds-for", "paper-lecun=1",
+    assert main(["reproduce", *base, "--seeds", "2", "--seeds-for", "paper-he=1", "--seeds-for", "paper-lecun=1",
                    "--seeds-for", "paper-random-printed=1", "--no-speed",
                    "--ablation-epochs", "4", "--minibatch-epochs", "1"]) == 0
     md = (out / "reproduction.md").read_text()
@@ -103,20 +106,32 @@ def test_cli_writes_report_atomically(tmp_path):
     assert len(pngs) == 7 and sum(p.stat().st_size for p in img.glob("*.png")) < 2_000_000
     assert not [p for p in img.iterdir() if p.name.startswith(".")]  # no temp files left
     (out / "reproduction.md").unlink()
-    assert R.main(["reproduce", *base, "--report-only"]) == 0
+    assert main(["reproduce", *base, "--report-only"]) == 0
     assert (out / "reproduction.md").read_text() == md
-    assert R.main(["sweep", *base, "--widths", "8x4,16x8", "--inits", "paper-he,he", "--every", "5"]) == 0
+    assert main(["sweep", *base, "--widths", "8x4,16x8", "--inits", "paper-he,he", "--every", "5"]) == 0
     df = pd.read_csv(img / "sweep.csv")
     assert set(df["hidden1"]) == {8, 16} and (img / "sweep.png").exists()
     # The report's regenerate command names no output folder; a sweep next to it joins the report.
     assert "--out" not in md and "mlp-backend reproduce --quick" in md and "## Sweep" not in md
-    assert R.main(["reproduce", *base, "--report-only"]) == 0
+    assert main(["reproduce", *base, "--report-only"]) == 0
     md2 = (out / "reproduction.md").read_text()
     assert "## Sweep" in md2 and "| paper-he | 16-8 |" in md2 and "mlp-backend sweep --quick" in md2
 
 
+def _layers_after_training(preset: str, data: dict):
+    """Train ``preset`` for 3 epochs as the reproduction does (:func:`R.build`); return its
+    weights and its forward pass (a1, a2, a3) on the validation rows."""
+    trainer, arrays, _ = R.build(PRESETS[preset], data, seed=0)
+    trainer.fit(arrays[0], arrays[1], 3, arrays[2], arrays[3])
+    model = trainer.model
+    cache = model.forward(prepare_inputs(arrays[2], model))
+    return model.host_params(), [model.backend.to_numpy(a) for a in cache.a[1:]]
+
+
 def test_printed_variant_runs_tanh_in_layer_2():
-    """The table's `paper-random-printed` is the random experiment with the printed layer 2."""
+    """The table's `paper-random-printed` is the random experiment with the printed layer 2:
+    trained the way the reproduction trains it, its layer 2 is tanh of its pre-activation
+    (values of both signs in (-1, 1)) where the text's `paper-random` has ReLU."""
     assert "paper-random-printed" in R.EXPERIMENTS and "paper-random-printed" in R.QUICK["epochs"]
     printed, text = PRESETS["paper-random-printed"], PRESETS["paper-random"]
     assert printed["activation"] == ["relu", "tanh"] and text["activation"] == ["relu", "relu"]
@@ -124,6 +139,37 @@ def test_printed_variant_runs_tanh_in_layer_2():
     with pytest.raises(SystemExit, match="paper-random-printed"):
         R.parse_seed_overrides(["paper-nope=2"])
     assert R.parse_seed_overrides(["paper-random-printed=3"]) == {"paper-random-printed": 3}
+    data = _data()
+    p, (a1, a2, a3) = _layers_after_training("paper-random-printed", data)
+    z2 = a1 @ p["w2"] + p["b2"]
+    np.testing.assert_allclose(a2, np.tanh(z2), rtol=1e-12, atol=1e-15)
+    assert (a2 < 0).any() and (a2 > 0).any() and np.abs(a2).max() <= 1  # ReLU gives no a2 < 0
+    np.testing.assert_allclose(a3, 1 / (1 + np.exp(-(a2 @ p["w3"] + p["b3"]))), rtol=1e-12, atol=1e-15)
+    # the text's variant through the same path: ReLU in layer 2, so the check above tells them apart
+    p, (a1, a2, _) = _layers_after_training("paper-random", data)
+    np.testing.assert_allclose(a2, np.maximum(a1 @ p["w2"] + p["b2"], 0), rtol=1e-12, atol=1e-15)
+    assert a2.min() == 0
+
+
+@pytest.mark.parametrize("loss,output", [("mse", "sigmoid"), ("cross_entropy", "softmax")])
+def test_train_and_reproduce_report_the_same_losses(loss, output, tmp_path):
+    """One config, one rule for the paper's loss report: `mlp-backend train`'s history and
+    the reproduction's curves give the same numbers for the same run, x2 for an MSE (the
+    printed mean_squared_loss), x1 for a cross-entropy (the printed categorical_cross_entropy's
+    scale), though both configs say loss_report="paper"."""
+    from conftest import blobs
+    x, y = blobs(n=300, n_features=784, n_classes=10, seed=5)
+    np.savez(tmp_path / "tiny.npz", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50])
+    cfg = resolve_config("paper-he", dataset=str(tmp_path / "tiny.npz"), split="standard", hidden=[16, 8],
+                         epochs=3, seed=1, loss=loss, output=output)
+    assert cfg["loss_report"] == "paper" and loss_report_factor(cfg) == (2.0 if loss == "mse" else 1.0)
+    trained = train_run(cfg, tmp_path / "run", device="cpu", quiet=True)["history"]
+    reproduced = R.run_config(cfg, split_data(cfg, log=None), cfg["seed"])["rows"]
+    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+        assert [r[key] for r in trained] == [r[key] for r in reproduced], key
+    raw = R.build(cfg, split_data(cfg, log=None), cfg["seed"])
+    hist = raw[0].fit(raw[1][0], raw[1][1], 3, raw[1][2], raw[1][3])
+    assert [r["val_loss"] * loss_report_factor(cfg) for r in hist.rows] == [r["val_loss"] for r in trained]
 
 
 def test_speed_times_the_runs_own_device(monkeypatch):
@@ -137,10 +183,10 @@ def test_speed_times_the_runs_own_device(monkeypatch):
     assert speed["ours_device"] == "array_api_strict:device1" and speed["paper_device"] == "cpu"
     assert speed["dtype"] == "float64" and speed["n_train"] == 1_500 - 1_000 - 50
     assert speed["ratio"] == pytest.approx(speed["paper"]["median"] / speed["ours"]["median"])
-    speed["notes"] = R.speed_notes(speed)
+    speed["notes"] = speed_notes(speed)
     ctx = {"runs": [], "ablation": [], "speed": speed, "figures": [], "quick": True, "command": "mlp-backend reproduce",
            "machine": "test", "device": args.device, "started": "now", "pool": "blobs", "total_seconds": 1.0}
-    md = R.build_report(ctx)
+    md = build_report(ctx)
     section = md[md.index("## Speed"):]
     assert "| ours, faithful preset (`Trainer`) | array_api_strict:device1 |" in section
     assert "| printed appendix code (`benchmarks/paper_code.py`) | cpu |" in section
@@ -148,8 +194,8 @@ def test_speed_times_the_runs_own_device(monkeypatch):
     assert "issue 8's GPU" in section and "OpenBLAS" not in section  # the CPU-only explanation is left out
     # a run saved before the labels existed timed both sides on the CPU, and says so
     old = {k: v for k, v in speed.items() if k not in ("ours_device", "paper_device")}
-    old["notes"] = R.speed_notes(old)
-    section = R.build_report({**ctx, "speed": old})
+    old["notes"] = speed_notes(old)
+    section = build_report({**ctx, "speed": old})
     section = section[section.index("## Speed"):]
     assert "| ours, faithful preset (`Trainer`) | cpu |" in section and "issue 4's CPU" in section
 
@@ -176,7 +222,38 @@ def test_quick_qualitative_findings():
         scaled_he = R.run_config(remove_quirks(PRESETS["paper-he"], ["unscaled_init"]), data, 0,
                                  epochs=40)["last"]["val_accuracy"]
         uniform = R.run_config(PRESETS["paper-random"], data, 0, epochs=40)["last"]["val_accuracy"]
-    modern = R.run_config({**PRESETS["paper-he"], **R.MODERN}, data, 0, epochs=3)["last"]["val_accuracy"]
+    modern = R.run_config({**PRESETS["paper-he"], **MODERN}, data, 0, epochs=3)["last"]["val_accuracy"]
     assert scaled_he > printed_he + 0.15, (scaled_he, printed_he)
     assert uniform > printed_he, (uniform, printed_he)
     assert modern > 0.85 and modern > max(scaled_he, uniform), (modern, scaled_he, uniform)
+
+
+def test_report_template_blocks_are_all_used_and_filled():
+    """Every block of the shipped template report.md is named in the report module (no dead
+    or misspelled prose), every block the module fills by a literal name exists, and each
+    placeholder is a value the module passes."""
+    import re
+    import string
+    from mlp_backend.studies.reproduce import report
+    source = Path(report.__file__).read_text()
+    blocks = report.blocks()
+    assert {"header", "table", "printed_code", "speed_notes_cpu", "machine"} <= set(blocks)
+    literals = set(re.findall(r'"([a-z0-9_]+)"', source))
+    literals |= {f"speed_{m}_{k}" for m in ("met", "unmet") for k in ("cpu", "gpu")}  # speed_verdict builds these
+    assert set(blocks) <= literals, set(blocks) - literals
+    called = set(re.findall(r'(?:fill|lines)\("([a-z0-9_]+)"', source))
+    assert called and called <= set(blocks), called - set(blocks)
+    for name, text in blocks.items():
+        for _, field, _, _ in string.Formatter().parse(text):
+            if field:
+                assert f"{field.split('[')[0]}=" in source, (name, field)
+
+
+def test_report_only_rebuilds_the_committed_page(tmp_path):
+    """docs/reproduction.md is what the code writes from its saved results: --report-only on a
+    copy of docs/img/reproduction gives the committed page byte for byte."""
+    import shutil
+    docs = ROOT / "docs"
+    shutil.copytree(docs / "img" / "reproduction", tmp_path / "img" / "reproduction")
+    assert main(["reproduce", "--report-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "reproduction.md").read_text() == (docs / "reproduction.md").read_text()

@@ -46,7 +46,8 @@ def mnist():
 @pytest.fixture(scope="module")
 def run_dir(mnist, tmp_path_factory):
     """A small model trained on real MNIST in about a second: 784-64-32-10, 1 epoch."""
-    from mlp_backend.training.run import resolve_config, train_run
+    from mlp_backend.training.config import resolve_config
+    from mlp_backend.training.run import train_run
     out = tmp_path_factory.mktemp("serve-run")
     cfg = resolve_config(hidden=[64, 32], epochs=1, batch_size=128, seed=0)
     train_run(cfg, out, device="cpu", quiet=True)

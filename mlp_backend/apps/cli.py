@@ -212,7 +212,8 @@ def _err(msg):
 
 
 def cmd_train(args) -> int:
-    from mlp_backend.training.run import check_out_dir, load_run_config, resolve_config, train_run, unused_dir
+    from mlp_backend.training.config import load_run_config, resolve_config
+    from mlp_backend.training.run import check_out_dir, train_run, unused_dir
     names = ("dataset", "val_fraction", "split", "hidden", "activation", "output", "loss", "init", "dtype",
              "optimizer", "lr", "schedule", "batch_size", "epochs", "weight_decay", "momentum", "patience",
              "grad_divisor", "loss_report", "seed", "cuda_graphs")

@@ -35,7 +35,8 @@ import numpy as np  # host side: label encoding and the validation split
 from mlp_backend.backends import BackendError, array_backend, get_backend, to_numpy
 from mlp_backend.training.checkpoint import load_checkpoint, save_checkpoint
 from mlp_backend.data import train_val_split
-from mlp_backend.training.run import build_model, build_optimizer, build_trainer, validate_config, EXTRA_DEFAULTS
+from mlp_backend.training.config import EXTRA_DEFAULTS, validate_config
+from mlp_backend.training.run import build_model, build_optimizer, build_trainer
 from mlp_backend.training.trainer import prepare_inputs
 
 __all__ = ["MLPClassifier", "NotFittedError", "SKLEARN_MISSING", "EXPECTED_FAILED_CHECKS"]

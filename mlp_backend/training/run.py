@@ -1,7 +1,8 @@
 """Run one training configuration end to end and write its outputs (what ``mlp-backend
 train`` does, callable from Python).
 
->>> from mlp_backend.training.run import resolve_config, train_run
+>>> from mlp_backend.training.config import resolve_config
+>>> from mlp_backend.training.run import train_run
 >>> cfg = resolve_config("default", epochs=2)                           # doctest: +SKIP
 >>> result = train_run(cfg, "runs/try", device="cpu")                   # doctest: +SKIP
 >>> result["metrics"]["test_accuracy"]                                  # doctest: +SKIP
@@ -17,9 +18,11 @@ Output directory:
 ``accuracy.png``  training vs validation accuracy per epoch
 ================  ================================================================
 
-With ``loss_report="paper"`` (the paper presets) every *reported* loss (history,
+With ``loss_report="paper"`` (the paper presets) every *reported* MSE loss (history,
 metrics, plots) is twice the training loss, to match the printed code's
-``mean_squared_loss``; metrics.json says so under ``loss_report``.
+``mean_squared_loss`` (:func:`~mlp_backend.training.presets.loss_report_factor`);
+metrics.json says so under ``loss_report``. The config itself (defaults, presets,
+checks) is :mod:`mlp_backend.training.config`.
 """
 from __future__ import annotations
 
@@ -37,22 +40,14 @@ from mlp_backend.backends import get_backend
 from mlp_backend.training.checkpoint import _jsonable, load_checkpoint, save_checkpoint
 from mlp_backend.data import load_dataset, train_val_split
 from mlp_backend.data.atomic import atomic_write_bytes, write_json_atomic
+from mlp_backend.data.formats import N_CLASSES
 from mlp_backend.model import MLP
 from mlp_backend.optim import make_optimizer, make_schedule
-from mlp_backend.training.presets import PRESETS, paper_split
+from mlp_backend.training.presets import loss_report_factor, paper_split
 from mlp_backend.training.trainer import Trainer, TrainingDiverged, evaluate
 
-__all__ = ["DEFAULTS", "resolve_config", "train_run", "build_trainer", "EpochSnapshot",
-           "TrainingInterrupted", "TrainingDiverged", "RESUME_FIXED"]
-
-# Options that are not in every preset, with their defaults.
-EXTRA_DEFAULTS = {"dataset": "mnist", "seed": 0, "weight_decay": 0.0, "momentum": 0.9,
-                  "patience": None, "schedule": "constant", "val_fraction": 0.1,
-                  "grad_divisor": "samples", "split": "standard", "loss_report": "ours",
-                  "cuda_graphs": "auto"}
-DEFAULTS = {**EXTRA_DEFAULTS, **PRESETS["default"]}
-# What a resumed run may not change: the architecture and the optimizer's kind.
-RESUME_FIXED = ("hidden", "activation", "output", "loss", "init", "dtype", "optimizer")
+__all__ = ["train_run", "build_model", "build_optimizer", "build_trainer", "EpochSnapshot",
+           "TrainingInterrupted", "TrainingDiverged"]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -61,59 +56,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, checkpoint, out_dir):
         super().__init__(str(checkpoint))
         self.checkpoint, self.out_dir = Path(checkpoint), Path(out_dir)
-
-
-def resolve_config(preset: "str | None" = None, **options) -> dict:
-    """The full training config: ``DEFAULTS``, then ``PRESETS[preset]``, then ``options``
-    (``None`` values are ignored, so unset command-line options keep the preset's)."""
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    cfg = {**EXTRA_DEFAULTS, **PRESETS[preset or "default"]}
-    cfg.update({k: v for k, v in options.items() if v is not None})
-    cfg["preset"] = preset or "default"
-    return validate_config(cfg)
-
-
-def validate_config(cfg: dict) -> dict:
-    """Normalise and check a config (raises ValueError with the option's name)."""
-    cfg = dict(cfg)
-    cfg["hidden"] = [int(h) for h in np.atleast_1d(cfg["hidden"])]
-    if any(h < 1 for h in cfg["hidden"]):
-        raise ValueError(f"--hidden widths must be >= 1, got {cfg['hidden']}")
-    act = cfg["activation"]
-    cfg["activation"] = [act] if isinstance(act, str) else list(act)
-    if len(set(cfg["activation"])) == 1:  # one name for every layer, e.g. the default's relu
-        cfg["activation"] = cfg["activation"][:1] * len(cfg["hidden"])
-    bs = cfg["batch_size"]
-    if isinstance(bs, str):
-        if bs != "full" and not bs.isdigit():
-            raise ValueError(f"--batch-size must be a positive integer or 'full', got {bs!r}")
-        bs = "full" if bs == "full" else int(bs)
-    if bs != "full" and int(bs) < 1:
-        raise ValueError(f"--batch-size must be >= 1 or 'full', got {bs}")
-    cfg["batch_size"] = bs
-    for key, kind in (("epochs", int), ("seed", int), ("lr", float), ("weight_decay", float),
-                      ("momentum", float), ("val_fraction", float)):
-        cfg[key] = kind(cfg[key])
-    if not cfg["lr"] > 0:
-        raise ValueError(f"--lr must be > 0, got {cfg['lr']}")
-    if cfg["epochs"] < 1:
-        raise ValueError(f"--epochs must be >= 1, got {cfg['epochs']}")
-    if not 0 <= cfg["val_fraction"] < 1:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {cfg['val_fraction']}")
-    if cfg["patience"] is not None:
-        cfg["patience"] = int(cfg["patience"])
-        if cfg["patience"] < 1:
-            raise ValueError(f"--patience must be >= 1, got {cfg['patience']}")
-    for key, allowed in (("grad_divisor", ("samples", "features")), ("split", ("standard", "paper")),
-                         ("loss_report", ("ours", "paper"))):
-        if cfg[key] not in allowed:
-            raise ValueError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
-    cfg["dataset"] = str(cfg["dataset"])
-    cfg["cuda_graphs"] = cfg.get("cuda_graphs") or "auto"
-    if cfg["cuda_graphs"] not in ("auto", "on", "off"):
-        raise ValueError(f"--cuda-graphs must be one of auto, on, off, got {cfg['cuda_graphs']!r}")
-    return cfg
 
 
 # ----- data -------------------------------------------------------------------------------
@@ -140,12 +82,16 @@ def split_data(cfg: dict, log=print) -> dict:
 
 # ----- building -----------------------------------------------------------------------------
 
-def build_model(cfg: dict, n_features: int, n_classes: int, backend) -> MLP:
+def build_model(cfg: dict, n_features: int, n_classes: int, backend, params=None) -> MLP:
+    """The config's network on ``backend``: drawn with ``cfg["seed"]``, or starting from
+    ``params`` (host arrays in the model's layout) when given."""
     return MLP([n_features, *cfg["hidden"], n_classes], cfg["activation"], output=cfg["output"],
-               loss=cfg["loss"], init=cfg["init"], dtype=cfg["dtype"], device=backend, seed=cfg["seed"])
+               loss=cfg["loss"], init=cfg["init"], dtype=cfg["dtype"], device=backend, seed=cfg["seed"],
+               params=params)
 
 
 def build_optimizer(cfg: dict):
+    """The config's optimizer (``momentum`` only for the momentum kinds)."""
     extra = {"momentum": cfg["momentum"]} if cfg["optimizer"] in ("momentum", "nesterov") else {}
     return make_optimizer(cfg["optimizer"], cfg["lr"], cfg["weight_decay"], **extra)
 
@@ -200,9 +146,9 @@ class EpochSnapshot:
 HISTORY_COLUMNS = ("epoch", "seconds", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
-def reported_rows(rows, loss_report: str) -> list:
-    """History rows with losses scaled for reporting (x2 for the paper's loss)."""
-    factor = 2.0 if loss_report == "paper" else 1.0
+def reported_rows(rows, cfg: dict) -> list:
+    """History rows with losses scaled as the config reports them (:func:`loss_report_factor`)."""
+    factor = loss_report_factor(cfg)
     return [{k: (v * factor if k.endswith("_loss") and v is not None else v) for k, v in r.items()}
             for r in rows]
 
@@ -223,7 +169,7 @@ def _finite(v):
 
 def final_metrics(model, backend, data: dict, cfg: dict) -> dict:
     """Loss and accuracy of ``model`` on each non-empty split (one pass each)."""
-    factor = 2.0 if cfg["loss_report"] == "paper" else 1.0
+    factor = loss_report_factor(cfg)
     out = {}
     for split in ("train", "val", "test"):
         x, y = data[f"x_{split}"], data[f"y_{split}"]
@@ -250,12 +196,21 @@ def write_metrics(out: Path, cfg, backend, trainer, data, status, final=None, ex
                "config": cfg, "backend": backend.name, "device": backend.label,
                "graph_status": trainer.graph_status or None,
                "versions": versions(backend), "dataset": data["dataset"],
-               "loss_report": ("paper: every reported loss (history.csv, metrics.json, loss.png) is 2x the "
-                               "training loss, as the paper's printed mean_squared_loss"
-                               if cfg["loss_report"] == "paper" else "ours: losses as trained"),
+               "loss_report": loss_report_note(cfg),
                **(extra or {})}
     write_json_atomic(out / "metrics.json", _json_safe(metrics))
     return metrics
+
+
+def loss_report_note(cfg) -> str:
+    """What metrics.json says about its losses' scale."""
+    if loss_report_factor(cfg) != 1.0:
+        return ("paper: every reported loss (history.csv, metrics.json, loss.png) is 2x the "
+                "training loss, as the paper's printed mean_squared_loss")
+    if cfg["loss_report"] == "paper":
+        return ("paper: losses as trained (only an MSE is doubled to the printed mean_squared_loss; "
+                "our cross-entropy already has the printed categorical_cross_entropy's scale)")
+    return "ours: losses as trained"
 
 
 def _json_safe(obj):
@@ -292,7 +247,7 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
     out = Path(out_dir)
     backend = get_backend(device) if dist is None else dist.pick_device(device)
     data = split_data(cfg, log=log) if dist is None else dist.root_first(lambda: split_data(cfg, log=log))
-    n_features, n_classes = data["x_train"].shape[1], 10
+    n_features, n_classes = data["x_train"].shape[1], N_CLASSES
     if resume is not None:
         ckpt = load_checkpoint(resume, device=backend)
         model, optimizer = ckpt.model, ckpt.optimizer
@@ -321,20 +276,20 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
     except TrainingDiverged as exc:
         if not root:
             raise
-        rows = reported_rows(trainer.history.rows, cfg["loss_report"])
+        rows = reported_rows(trainer.history.rows, cfg)
         write_history_csv(rows, out / "history.csv")
         write_metrics(out, cfg, backend, trainer, data, "diverged", extra={"error": str(exc)})
         raise
     except KeyboardInterrupt:
         if not root:
             raise
-        rows = reported_rows(trainer.history.rows, cfg["loss_report"])
+        rows = reported_rows(trainer.history.rows, cfg)
         write_history_csv(rows, out / "history.csv")
         if snapshot.saved is None:
             raise
         raise TrainingInterrupted(snapshot.saved, out) from None
     trainer.close()  # a run trains once: free its epoch runner (on CUDA the graph and its buffers)
-    rows = reported_rows(trainer.history.rows, cfg["loss_report"])
+    rows = reported_rows(trainer.history.rows, cfg)
     if not root:
         return {"metrics": None, "history": rows, "model": model, "trainer": trainer, "out_dir": out, "files": {}}
     files["history.csv"] = write_history_csv(rows, out / "history.csv")
@@ -347,7 +302,7 @@ def train_run(cfg: dict, out_dir, *, device=None, quiet: bool = False, resume=No
     from mlp_backend.apps.plots import plot_history
     title = f"{'-'.join(map(str, model.sizes))} {'/'.join(cfg['activation'])}, {cfg['optimizer']} lr {cfg['lr']:g}"
     files.update(plot_history(rows, out, title=title,
-                              loss_label="loss (x2, paper's report)" if cfg["loss_report"] == "paper" else "loss"))
+                              loss_label="loss (x2, paper's report)" if loss_report_factor(cfg) != 1.0 else "loss"))
     (out / "interrupted.npz").unlink(missing_ok=True)  # a finished run supersedes an old interruption
     (out / "interrupted.json").unlink(missing_ok=True)
     return {"metrics": metrics, "history": rows, "model": model, "trainer": trainer, "out_dir": out,
@@ -386,22 +341,3 @@ def unused_dir(path) -> Path:
     while candidate.exists():
         candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
     return candidate
-
-
-def load_run_config(resume, explicit: dict) -> dict:
-    """The config to resume with: the checkpoint's, updated with ``explicit`` options,
-    refusing changes to the architecture or the optimizer kind (``RESUME_FIXED``)."""
-    from mlp_backend.training.checkpoint import read_metadata
-    meta = read_metadata(resume)
-    base = dict(meta.get("run_config") or {})
-    if not base:
-        raise ValueError(f"{resume}: this checkpoint has no run config (not written by `mlp-backend train`); "
-                         "resume it from Python with load_checkpoint + Trainer.load_state")
-    for key, value in explicit.items():
-        if value is None:
-            continue
-        if key in RESUME_FIXED and validate_config({**base, key: value})[key] != base.get(key):
-            raise ValueError(f"cannot change --{key.replace('_', '-')} when resuming "
-                             f"(checkpoint has {base.get(key)!r}); start a new run instead")
-        base[key] = value
-    return validate_config(base)

@@ -65,7 +65,8 @@ def default_run(dataset: str, device: str = "cuda", cuda_graphs: "str | None" = 
     and ``--cuda-graphs`` aside), written to a temporary folder: the sum of its epoch times
     (``total_train_seconds``, what `train` reports: training plus the per-epoch validation),
     each epoch's time (the first includes any capture), the accuracies and the graph status."""
-    from mlp_backend.training.run import resolve_config, train_run  # loads the data package: not at `mlp-backend` start
+    from mlp_backend.training.config import resolve_config  # with the data package: not at `mlp-backend` start
+    from mlp_backend.training.run import train_run
     options = {"dataset": dataset, "epochs": epochs}
     if cuda_graphs is not None:
         options["cuda_graphs"] = cuda_graphs
