@@ -102,7 +102,7 @@ def activation_backward(name: str, grad_a, a, xp):
     """dL/dz from dL/da for activation ``name`` with output ``a``."""
     if name == "softmax":
         return softmax_backward(grad_a, a, xp)
-    if name == "relu":  # the hot path: a mask, no multiply by a 0/1 array
+    if name == "relu":  # a mask, no multiply by a 0/1 array (and +0.0 where the mask is off)
         return xp.where(a > 0, grad_a, 0.0)
     return grad_a * DERIVATIVES[name](a, xp)
 
@@ -159,9 +159,8 @@ def output_delta(output: str, loss: str, z, a, y, xp, normalizer=None):
     """
     n = a.shape[0]
     if (output, loss) in FUSED:
-        delta = (a - y) / n
-    else:
-        delta = activation_backward(output, LOSSES[loss].grad(z, a, y, xp), a, xp)
+        return (a - y) * (1.0 / (n if normalizer is None else normalizer))
+    delta = activation_backward(output, LOSSES[loss].grad(z, a, y, xp), a, xp)
     if normalizer is not None and normalizer != n:
         delta = delta * (n / normalizer)
     return delta

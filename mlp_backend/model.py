@@ -22,6 +22,7 @@ from typing import NamedTuple, Sequence
 
 from mlp_backend import functional as F
 from mlp_backend.backends import FlatDict, flat_layout, get_backend, ops_for, to_numpy
+from mlp_backend.backends.workspace import LayerKernels, Workspace
 from mlp_backend.init import initialize
 from mlp_backend.backends.placement import check_device
 
@@ -176,9 +177,7 @@ class MLP:
 
     def workspace(self, n: int) -> "Workspace | None":
         """Preallocated activation/gradient buffers for batches of ``n`` rows, or None where
-        the backend allocates anyway. The training step passes one to :meth:`forward` and
-        :meth:`backward`, so a step allocates nothing; results then live in these buffers
-        until the next step."""
+        the backend allocates anyway (kept per batch size)."""
         if not self.ops.reuses_buffers:
             return None
         key = (n, self.backend.label, self.dtype_name)
@@ -187,38 +186,33 @@ class MLP:
         if ws is None:
             if len(cache) > 4:
                 cache.clear()
-            ws = cache[key] = Workspace(self, n)
+            ws = cache[key] = Workspace(self.ops, self.sizes, n, self.dtype, self.backend.device, self.xp.bool)
         return ws
 
-    # ----- the maths ------------------------------------------------------------------
-    def forward(self, x, workspace=None, ops=None) -> Cache:
+    def kernels(self, n: int, ops=None) -> LayerKernels:
+        """The layer kernels of a training step on batches of ``n`` rows: results written into
+        this model's buffers for that batch size (where the kernels reuse buffers), so a step
+        allocates nothing and its results live until the next step. ``ops`` replaces the
+        backend's kernels (the CUDA-graph runner passes its capturable ones)."""
+        return LayerKernels(ops or self.ops, self.workspace(n))
+
+    # ----- the maths: the equations of the module docstring, line by line ---------------
+    def forward(self, x, k: "LayerKernels | None" = None) -> Cache:
         """Run the network on rows ``x`` (n, sizes[0]); keep what backward needs.
 
-        ``ops`` replaces the backend's kernels (the epoch runner passes its graph-ready ones).
-        ``x`` must be on the model's device: this and the other low-level methods never
-        move data, and raise :class:`~mlp_backend.backends.placement.DeviceMismatchError` naming
-        both devices otherwise (``Trainer.fit``, ``evaluate`` and the estimator copy host
-        arrays for you)."""
+        ``k`` (:meth:`kernels`) writes into a training step's buffers; without it every
+        result is a fresh array. ``x`` must be on the model's device: this and the other
+        low-level methods never move data, and raise
+        :class:`~mlp_backend.backends.placement.DeviceMismatchError` naming both devices
+        otherwise (``Trainer.fit``, ``evaluate`` and the estimator copy host arrays for you)."""
         check_device(self.backend, x, "x")
-        ops, ws, a = ops or self.ops, workspace, [x]
-        z, lse, last = x, None, self.n_layers
-        for i in range(1, last + 1):
-            w, b = self.params[f"w{i}"], self.params[f"b{i}"]
-            out = ws.z[i] if ws is not None else None
-            act = self.activations[i - 1] if i < last else self.output
-            if act == "relu" and i < last:  # hidden relu: bias and activation in place
-                a.append(ops.linear_relu(a[-1], w, b, out))
-                continue
-            if i < last:  # other hidden activations: one fused kernel where the ops have one
-                a.append(ops.linear_act(a[-1], w, b, act, out))
-                continue
-            z = ops.linear(a[-1], w, b, out)
-            if act == "softmax":
-                p, lse = ops.softmax(z, ws.p if ws is not None else None, ws.rows if ws is not None else None)
-                a.append(p)
-            else:
-                a.append(ops.activation(act, z, out))
-        return Cache(a, z, lse)
+        k, L, W, b = k or LayerKernels(self.ops), self.n_layers, self._w, self._b
+        a = [x]                                                    # a_0 = x
+        for l in range(1, L):
+            a.append(k.hidden(l, a[-1], W(l), b(l), self.activations[l - 1]))  # a_l = f_l(a_{l-1} W_l + b_l)
+        z = k.affine(L, a[-1], W(L), b(L))                         # z_L = a_{L-1} W_L + b_L
+        out, lse = k.output(L, self.output, z)                     # a_L = f_L(z_L)
+        return Cache(a + [out], z, lse)
 
     def targets(self, y):
         """Integer labels (n,) -> one-hot rows of the model's dtype; 2-D targets pass through.
@@ -232,39 +226,32 @@ class MLP:
         """The mean loss for targets ``y`` (labels or one-hot) as a 0-d device array."""
         return self.ops.loss_value(self.loss_name, cache.z_out, cache.lse, cache.output, self.targets(y))
 
-    def loss_sum_(self, cache: Cache, y, acc, workspace=None, ops=None):
-        """``acc += loss * rows`` in place for targets ``y`` (the epoch runner's loss sum:
-        the same value as ``loss(cache, y) * rows``, without a new array where the kernels
-        reuse buffers)."""
-        ops, ws = ops or self.ops, workspace
-        return ops.loss_sum_(self.loss_name, cache.z_out, cache.lse, cache.output, self.targets(y), acc,
-                             ws.loss_tmp if ws is not None else None, ws.scalar if ws is not None else None)
+    def loss_sum_(self, cache: Cache, y, acc, k: "LayerKernels | None" = None):
+        """``acc += loss * rows`` in place for targets ``y`` (the training step's loss sum:
+        the same value as ``loss(cache, y) * rows``, without a new array where ``k`` has buffers)."""
+        k = k or LayerKernels(self.ops)
+        return k.loss_sum_(self.loss_name, cache.z_out, cache.lse, cache.output, self.targets(y), acc)
 
-    def backward(self, cache: Cache, y, normalizer=None, workspace=None, ops=None) -> dict:
+    def backward(self, cache: Cache, y, normalizer=None, k: "LayerKernels | None" = None) -> dict:
         """Every gradient ``{'w1': dL/dw1, 'b1': dL/db1, ...}`` for targets ``y``.
 
-        ``normalizer`` replaces the sample count in the mean (see :func:`functional.output_delta`).
+        ``normalizer`` replaces the sample count in the mean (see :func:`functional.output_delta`);
+        ``k`` as for :meth:`forward`.
         """
-        ops, ws, grads = ops or self.ops, workspace, {}
-        a, last = cache.a, self.n_layers
-        if (self.output, self.loss_name) in F.FUSED:  # dL/dz = (a - y) / n, in one kernel
-            scale = 1.0 / (a[-1].shape[0] if normalizer is None else normalizer)
-            delta = ops.sub_scaled(a[-1], self.targets(y), scale, ws.delta[last] if ws is not None else None)
-        else:
-            delta = ops.output_delta(self.output, self.loss_name, cache.z_out, a[-1], self.targets(y),
-                                     normalizer, ws.delta[last] if ws is not None else None)
-        for i in range(last, 0, -1):
-            grads[f"w{i}"] = ops.matmul_tn(a[i - 1], delta, ws.gw[i] if ws is not None else None)
-            grads[f"b{i}"] = ops.sum_rows(delta, ws.gb[i] if ws is not None else None)
-            if i > 1:
-                grad_a = ops.matmul_nt(delta, self.params[f"w{i}"], ws.delta[i - 1] if ws is not None else None)
-                act = self.activations[i - 2]
-                if act == "relu":  # a mask, in place where buffers are reused
-                    delta = ops.relu_backward(grad_a, a[i - 1], grad_a if ws is not None else None,
-                                              ws.mask[i - 1] if ws is not None else None)
-                else:
-                    delta = ops.activation_backward(act, grad_a, a[i - 1], grad_a if ws is not None else None)
-        return grads if ws is None else ws.flat_grads()
+        k, L, a, grads = k or LayerKernels(self.ops), self.n_layers, cache.a, {}
+        delta = k.output_delta(self.output, self.loss_name, cache.z_out, a[L], self.targets(y), normalizer, L)
+        for l in range(L, 0, -1):                                  # delta_L = dL/dz_L
+            grads[f"w{l}"] = k.grad_w(l, a[l - 1], delta)          # dL/dW_l = a_{l-1}^T delta_l
+            grads[f"b{l}"] = k.grad_b(l, delta)                    # dL/db_l = sum_i delta_{l,i}
+            if l > 1:                                              # delta_{l-1} = (delta_l W_l^T) * f'_{l-1}(a_{l-1})
+                delta = k.back(l - 1, delta, self._w(l), a[l - 1], self.activations[l - 2])
+        return k.gradients(grads)
+
+    def _w(self, l):
+        return self.params[f"w{l}"]
+
+    def _b(self, l):
+        return self.params[f"b{l}"]
 
     def loss_and_grads(self, x, y, normalizer=None):
         """(loss, grads, cache) for one batch: forward, loss, backward, in fresh arrays."""
@@ -280,35 +267,3 @@ class MLP:
         """The predicted class of each row (argmax of the output)."""
         return self.xp.argmax(self.predict_proba(x), axis=1)
 
-
-class Workspace:
-    """Buffers for one batch size: per layer ``z`` (pre-activations; hidden relu layers
-    keep their activations there, in place), ``delta`` (dL/dz), ``mask`` (relu masks),
-    ``gw``/``gb`` (gradients), plus the softmax output ``p``, two (n, 1) row buffers and
-    the loss's scratch (``loss_tmp`` like the output, ``scalar`` 0-d)."""
-
-    def __init__(self, model: MLP, n: int):
-        ops, dt, dev = model.ops, model.dtype, model.backend.device
-        sizes, last = model.sizes, model.n_layers
-        self.z = {i: ops.empty((n, sizes[i]), dt, dev) for i in range(1, last + 1)}
-        self.delta = {i: ops.empty((n, sizes[i]), dt, dev) for i in range(1, last + 1)}
-        self.mask = {i: ops.empty((n, sizes[i]), model.xp.bool, dev) for i in range(1, last)}
-        # the gradients: views into one flat buffer laid out like the parameters' (FlatDict)
-        shapes = {}
-        for i in range(1, last + 1):
-            shapes[f"w{i}"], shapes[f"b{i}"] = (sizes[i - 1], sizes[i]), (sizes[i],)
-        self.grads = ops.pack(flat_layout(shapes), dt, dev, order=list(shapes))
-        self._grad_views, self._grad_flat = dict(self.grads), self.grads.flat
-        self.gw = {i: self.grads[f"w{i}"] for i in range(1, last + 1)}
-        self.gb = {i: self.grads[f"b{i}"] for i in range(1, last + 1)}
-        self.p = ops.empty((n, sizes[-1]), dt, dev)
-        self.rows = (ops.empty((n, 1), dt, dev), ops.empty((n, 1), dt, dev))
-        self.loss_tmp, self.scalar = ops.empty((n, sizes[-1]), dt, dev), ops.empty((), dt, dev)
-
-    def flat_grads(self) -> FlatDict:
-        """The gradients written by the last backward pass, as views of one flat buffer
-        (rebuilt if a caller replaced entries of the dict handed out before)."""
-        g = self.grads
-        if g.flat is None:
-            g = self.grads = FlatDict(self._grad_views, self._grad_flat, g.layout)
-        return g

@@ -571,6 +571,7 @@ def _as_dev(ws):
 def test_graph_step_kernels_compute_the_numpy_step(fake, activations, output, loss, optimizer):
     import mlp_backend as mb
     from mlp_backend.backends import FlatDict
+    from mlp_backend.backends.workspace import LayerKernels
     from mlp_backend.optim import make_optimizer
     ops, _ = fake()
     ops.m.ElementwiseKernel, ops.m.RawModule = CpuEK, CpuRawModule
@@ -589,7 +590,7 @@ def test_graph_step_kernels_compute_the_numpy_step(fake, activations, output, lo
         if graph:  # the step's operands as 'device' arrays
             p = model.params = FlatDict({key: v.view(Dev) for key, v in p.items()}, p.flat.view(Dev), p.layout)
         ws = model.workspace(m)
-        ws = _as_dev(ws) if graph else ws
+        lk = LayerKernels(k, _as_dev(ws) if graph else ws)
         opt.bind(p, k)
         xf = dev(np.zeros((m, sizes[0])))
         tb = dev(np.zeros((m, sizes[-1])))
@@ -597,9 +598,9 @@ def test_graph_step_kernels_compute_the_numpy_step(fake, activations, output, lo
         for t in range(1, 4):
             k.gather_cast_scale(x8, idx, np.float64, 1 / 255, np.zeros((m, sizes[0]), np.uint8), xf)
             k.gather_rows(onehot, idx, tb)
-            cache = model.forward(xf, ws, k)
-            model.loss_sum_(cache, tb, acc, ws, k)
-            grads = model.backward(cache, tb, None, ws, k)
+            cache = model.forward(xf, lk)
+            model.loss_sum_(cache, tb, acc, lk)
+            grads = model.backward(cache, tb, None, lk)
             opt.update(p, grads, k, np.asarray(opt.step_scalars(t), np.float64))
             k.argmax_rows(cache.output, preds)
         results.append((np.array(p.flat), acc.copy(), preds.copy(), np.array(xf), np.array(tb),

@@ -349,11 +349,11 @@ def test_flat_path_after_checkpoint_round_trip(tmp_path):
 def test_flat_grads_rebuilt_when_caller_replaces_an_entry():
     x, y = blobs(n=64, seed=1)
     model = mb.MLP([8, 6, 3], "relu", device="cpu", seed=0)
-    ws = model.workspace(16)
+    k = model.kernels(16)
     xb = np.asarray(x[:16], np.float32) / 255
-    g = model.backward(model.forward(xb, ws), y[:16], None, ws)
+    g = model.backward(model.forward(xb, k), y[:16], None, k)
     g["w1"] = np.zeros_like(g["w1"])  # the caller's own array
-    g2 = model.backward(model.forward(xb, ws), y[:16], None, ws)
+    g2 = model.backward(model.forward(xb, k), y[:16], None, k)
     assert _views_of_flat(g2) and not np.all(g2["w1"] == 0)
 
 

@@ -137,14 +137,7 @@ def test_the_checker_finds_function_local_and_reexport_cycles(tmp_path):
 
 # ----- the package ------------------------------------------------------------------------------
 
-OTHER_CYCLES = ("issue 15: mlp_backend.backends.devices imports mlp_backend.backends (ops_for, inside "
-                "Backend.ops) while mlp_backend.backends re-exports devices; the lead fixes it and drops "
-                "this mark")
-
-
-@pytest.mark.parametrize("scope", ["mlp_backend.studies",
-                                   pytest.param("mlp_backend", marks=pytest.mark.xfail(strict=True,
-                                                                                       reason=OTHER_CYCLES))])
+@pytest.mark.parametrize("scope", ["mlp_backend.studies", "mlp_backend"])
 def test_no_import_cycle(scope):
     found = cycles_touching(scope)
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)

@@ -9,7 +9,8 @@ a buffer-reusing or fused version exists. One job per module:
 ``portable``      :class:`PortableOps`: the reference kernels, plain Array-API expressions
 ``numpy_ops``     :class:`BufferOps` (``out=`` buffers) and the flat parameter layout
 ``cupy_ops``      :class:`CupyOps`: fused CUDA kernels; ``CupyGraphOps``: the capturable step
-``graphs``        the epoch runner: eager, graph-ready, or one CUDA graph per epoch
+``kernels``       :func:`ops_for`: which of these kernels a namespace gets
+``capture``       :class:`GraphStream`: a private CUDA stream and the capture of one graph on it
 ``placement``     inputs onto a model's device once, or a clear mismatch error
 ================  ====================================================================
 
@@ -18,43 +19,15 @@ The host waits for the device only in :func:`to_numpy`, :meth:`Backend.to_float`
 """
 from __future__ import annotations
 
-import os
-
-import array_api_compat
-import numpy as np
-
 from mlp_backend.backends.devices import (ENV_DEVICE, Backend, BackendError, array_backend, available_backends,
                       cuda_available, get_backend, host_rng, to_numpy, use)
 from mlp_backend.backends.numpy_ops import BufferOps, FlatDict, flat_layout, n_decay
 from mlp_backend.backends.portable import PortableOps
 from mlp_backend.backends.cupy_ops import CupyOps
+from mlp_backend.backends.kernels import ops_for
 
 __all__ = [
     "Backend", "BackendError", "get_backend", "to_numpy", "cuda_available",
     "available_backends", "array_backend", "ENV_DEVICE", "use", "host_rng",
-    "ops_for", "PortableOps", "BufferOps", "CupyOps", "FlatDict",
+    "ops_for", "PortableOps", "BufferOps", "CupyOps", "FlatDict", "flat_layout", "n_decay",
 ]
-
-_OPS: dict = {}
-_FORCE_PORTABLE = os.environ.get("MLP_BACKEND_PORTABLE") == "1"
-
-
-def ops_for(xp, portable: bool = False) -> PortableOps:
-    """The kernels for namespace ``xp``: buffer-reusing on NumPy, fused on CuPy, else portable.
-
-    ``portable=True`` (or ``MLP_BACKEND_PORTABLE=1`` in the environment at import) forces
-    the reference kernels everywhere, for parity tests and for debugging.
-    """
-    key = (id(xp), portable or _FORCE_PORTABLE)
-    ops = _OPS.get(key)
-    if ops is None:
-        portable = key[1]
-        if not portable and array_api_compat.is_numpy_namespace(xp):
-            ops = BufferOps(xp, np)
-        elif not portable and array_api_compat.is_cupy_namespace(xp):
-            import cupy
-            ops = CupyOps(xp, cupy)
-        else:
-            ops = PortableOps(xp)
-        _OPS[key] = ops
-    return ops

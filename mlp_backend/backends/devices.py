@@ -136,7 +136,7 @@ class Backend:
     @property
     def ops(self):
         """This backend's kernels (see :func:`~mlp_backend.backends.ops_for`)."""
-        from mlp_backend.backends import ops_for
+        from mlp_backend.backends.kernels import ops_for  # kernels import devices' neighbours, not devices
         return ops_for(self.xp)
 
     def owns(self, x) -> bool:

@@ -89,9 +89,9 @@ def _resolve(model):
     if hasattr(model, "model_") and hasattr(model, "classes_"):  # a fitted MLPClassifier
         return model.model_, model.classes_.tolist()
     if isinstance(model, (str, Path)):
-        from mlp_backend.apps.cli import _load_model  # the same loading (and errors) as `mlp-backend evaluate`
-        ckpt, classes = _load_model(model, "cpu")
-        return ckpt.model, list(classes)
+        from mlp_backend.training.checkpoint import load_checkpoint  # the loading (and errors) of `evaluate`
+        ckpt = load_checkpoint(model, device="cpu")
+        return ckpt.model, list(ckpt.class_labels)
     raise TypeError(f"cannot export a {type(model).__name__}: pass an MLP, a fitted MLPClassifier "
                     "or a checkpoint path")
 

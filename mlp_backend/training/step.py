@@ -70,7 +70,7 @@ class TrainingStep:
         xp, dev, dt = model.xp, model.backend.device, model.dtype
         self.scale = PIXEL_SCALE if xp.isdtype(x.dtype, "integral") else None
         sizes = sorted({b.rows for b in plan.batches if b.rows})
-        self.workspaces = {m: model.workspace(m) for m in sizes}
+        self.kernels = {m: model.kernels(m, ops) for m in sizes}  # each batch size's layer kernels and buffers
         if plan.full:
             self.x_full, self.perm, self.gathered = prepare_inputs(x, model), None, {}
         else:
@@ -114,10 +114,10 @@ class TrainingStep:
             self.optimizer.update(self.params, self.reduce(None), ops, self.rows[i])
             return
         x, t = self._batch(batch)
-        ws = self.workspaces[batch.rows]
-        cache = model.forward(x, ws, ops)
-        self.loss_sum = model.loss_sum_(cache, t, self.loss_sum, ws, ops)
-        grads = model.backward(cache, t, batch.normalizer, ws, ops)
+        k = self.kernels[batch.rows]
+        cache = model.forward(x, k)
+        self.loss_sum = model.loss_sum_(cache, t, self.loss_sum, k)
+        grads = model.backward(cache, t, batch.normalizer, k)
         if self.reduce is not None:
             grads = self.reduce(grads)
         self.optimizer.update(self.params, grads, ops, self.rows[i])
@@ -140,5 +140,5 @@ class TrainingStep:
 
     def release(self) -> None:
         """Drop every buffer (the parameters and optimizer state stay the model's and optimizer's)."""
-        self.gathered = self.workspaces = self.perm = self.preds = self.scalars = self.rows = None
+        self.gathered = self.kernels = self.perm = self.preds = self.scalars = self.rows = None
         self.loss_sum = self.x_full = self.targets = self.x = self.y = None
