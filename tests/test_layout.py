@@ -143,16 +143,10 @@ def test_no_import_cycle(scope):
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
 
 
-# Modules over the limit that other helpers or the lead split (issue 15); the mark goes with the split.
-LONG_ELSEWHERE = {"mlp_backend/studies/reproduce.py"}
-
-
+# Every module of the package, by its path (issue 15: none over 500 lines).
 def _module_cases():
     for path in module_files(PACKAGE_DIR).values():
-        rel = path.relative_to(PACKAGE_DIR.parent).as_posix()
-        marks = [pytest.mark.xfail(strict=False, reason=f"issue 15: {rel} is over {MAX_LINES} lines; "
-                                                        "it is being split")] if rel in LONG_ELSEWHERE else []
-        yield pytest.param(path, id=rel, marks=marks)
+        yield pytest.param(path, id=path.relative_to(PACKAGE_DIR.parent).as_posix())
 
 
 @pytest.mark.parametrize("path", _module_cases())
