@@ -81,7 +81,6 @@ class TrainingStep:
         self.preds = ops.empty((plan.rows,), xp.int64, dev)
         self.loss_sum = ops.empty((), dt, dev)
         self.scalars = ops.empty((len(plan.batches), len(optimizer.SCALARS)), dt, dev)
-        self.rows = [self.scalars[i, :] for i in range(len(plan.batches))]
         self.begin_epoch(None)
 
     def _bind_params(self):
@@ -99,8 +98,9 @@ class TrainingStep:
         self.params = self._bind_params()
         if order is not None and self.perm is not None:
             self.perm = self.ops.copy_in(self.perm, order)
-        t0, opt = self.optimizer.t, self.optimizer
-        self.scalars = self.ops.copy_in(self.scalars, [opt.step_scalars(t0 + i + 1) for i in range(len(self.rows))])
+        t0, opt, steps = self.optimizer.t, self.optimizer, range(len(self.plan.batches))
+        self.scalars = self.ops.copy_in(self.scalars, [opt.step_scalars(t0 + i + 1) for i in steps])
+        self.rows = [self.scalars[i, :] for i in steps]  # views (of the same memory each epoch, on CuPy)
 
     # ----- the epoch's device work: what a CUDA graph captures -------------------------------
     def zero_sums(self) -> None:
