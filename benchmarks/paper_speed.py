@@ -14,6 +14,9 @@ scaling is done once, as the printed code scales ``X`` once); the printed side c
 
     MLP_BACKEND_DATA_DIR=/tmp/mlpcache python benchmarks/paper_speed.py [--rows 42000] [--preset paper-he] [--device cuda]
     MLP_BACKEND_DATA_DIR=/tmp/mlpcache python benchmarks/paper_speed.py --breakdown
+
+For all three paper presets at once, as ``mlp-backend train`` runs them, on one pinned
+core with one BLAS thread (wall and CPU time): ``benchmarks/paper_presets_speed.py``.
 """
 from __future__ import annotations
 

@@ -186,7 +186,8 @@ class MLP:
         if ws is None:
             if len(cache) > 4:
                 cache.clear()
-            ws = cache[key] = Workspace(self.ops, self.sizes, n, self.dtype, self.backend.device, self.xp.bool)
+            ws = cache[key] = Workspace(self.ops, self.sizes, self.activations, n, self.dtype, self.backend.device,
+                                        self.xp.bool)
         return ws
 
     def kernels(self, n: int, ops=None) -> LayerKernels:

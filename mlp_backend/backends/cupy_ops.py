@@ -270,7 +270,7 @@ class CupyGraphOps(CupyOps):
             return super().linear_act(a, w, b, name, out)
         return self._g("bias_act:" + name)(b, self.gemm(a, w, out))
 
-    def matmul_tn(self, a, b, out=None):
+    def matmul_tn(self, a, b, out=None, tmp=None):
         return super().matmul_tn(a, b) if out is None else self.gemm(a, b, out, ta=True)
 
     def matmul_nt(self, a, b, out=None):
@@ -350,7 +350,7 @@ class CupyGraphOps(CupyOps):
             self._g("act:" + name)(z, z)
         return z
 
-    def activation_backward(self, name, grad_a, a, out=None):
+    def activation_backward(self, name, grad_a, a, out=None, tmp=None):
         if out is None or name not in _ACT:
             return super().activation_backward(name, grad_a, a, out)
         if _ACT[name][1] is not None:

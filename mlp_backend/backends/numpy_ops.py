@@ -103,6 +103,7 @@ class BufferOps(PortableOps):
         self.m = mod
         self._ones = {}
         self._numpy = getattr(mod, "__name__", "") == "numpy"
+        self.tn_scratch = self._numpy  # matmul_tn computes the transposed product (NumPy's OpenBLAS)
 
     def pack(self, layout, dtype, device=None, values=None, order=None):
         """A :class:`FlatDict` of views into one new flat buffer laid out as ``layout``;
@@ -159,6 +160,25 @@ class BufferOps(PortableOps):
         mask = m.greater(a, 0, out=mask)
         return m.multiply(grad_a, mask, out=out)
 
+    def activation(self, name, z, out=None):
+        if out is not None and name == "tanh":  # in place: no new (n, width) array per step
+            return self.m.tanh(z, out=out)
+        return super().activation(name, z, out)
+
+    def activation_backward(self, name, grad_a, a, out=None, tmp=None):
+        # functional's grad_a * f'(a), operation by operation into the scratch ``tmp``: the
+        # same bits, without three new (n, width) arrays per layer and step
+        if out is None or tmp is None or name not in ("tanh", "sigmoid"):
+            return super().activation_backward(name, grad_a, a, out)
+        m = self.m
+        if name == "tanh":  # 1.0 - a * a
+            d = m.multiply(a, a, out=tmp)
+            m.subtract(1.0, d, out=d)
+        else:  # sigmoid: a * (1.0 - a)
+            d = m.subtract(1.0, a, out=tmp)
+            m.multiply(a, d, out=d)
+        return m.multiply(grad_a, d, out=out)
+
     def softmax(self, z, out=None, rowbuf=None):
         m = self.m
         mx = m.max(z, axis=1, keepdims=True, out=None if rowbuf is None else rowbuf[0])
@@ -169,8 +189,20 @@ class BufferOps(PortableOps):
         lse = m.log(s, out=s)
         return e, m.add(lse, mx, out=lse)
 
-    def matmul_tn(self, a, b, out=None):
-        return self.m.matmul(a.T, b, out=out)
+    def matmul_tn(self, a, b, out=None, tmp=None):
+        m = self.m
+        if not self.tn_scratch or a.ndim != 2 or b.ndim != 2:
+            return m.matmul(a.T, b, out=out)
+        # The weight gradients a.T @ b (a: (n, p) rows, b: (n, q); the reduction runs over the
+        # n rows) as the transposed product b.T @ a into a (q, p) scratch, then copied back
+        # transposed: single-threaded OpenBLAS gets the same bits either way and is 20-40%
+        # faster this way on (36,900, 784) x (36,900, 100) float64 (the paper presets' dW1);
+        # the copy is one pass over the small (p, q) result. ``tmp``: a (q, p) buffer.
+        t = m.matmul(b.T, a, out=tmp)
+        if out is None:
+            return m.ascontiguousarray(t.T)
+        m.copyto(out, t.T)
+        return out
 
     def matmul_nt(self, a, b, out=None):
         return self.m.matmul(a, b.T, out=out)

@@ -103,8 +103,10 @@ class PortableOps:
         s = xp.sum(e, axis=1, keepdims=True)
         return e / s, m + xp.log(s)
 
-    def matmul_tn(self, a, b, out=None):
-        """``a.T @ b`` (no copy of the transpose)."""
+    tn_scratch = False  # True where matmul_tn wants ``tmp``: a (b.shape[1], a.shape[1]) buffer
+
+    def matmul_tn(self, a, b, out=None, tmp=None):
+        """``a.T @ b`` (no copy of the transpose; ``tmp`` is scratch where :attr:`tn_scratch`)."""
         return self.xp.matrix_transpose(a) @ b
 
     def matmul_nt(self, a, b, out=None):
@@ -129,9 +131,10 @@ class PortableOps:
         kept: the backward pass needs only the output)."""
         return self.activation(name, self.linear(a, w, b, out), out)
 
-    def activation_backward(self, name, grad_a, a, out=None):
+    def activation_backward(self, name, grad_a, a, out=None, tmp=None):
         """dL/dz from dL/da for activation ``name`` with output ``a``
-        (:func:`functional.activation_backward`; ``out`` may be ``grad_a`` itself)."""
+        (:func:`functional.activation_backward`; ``out`` may be ``grad_a`` itself; ``tmp``,
+        like ``a``, is scratch where buffers are honoured)."""
         return F.activation_backward(name, grad_a, a, self.xp)
 
     def output_delta(self, output, loss, z, a, y, normalizer=None, out=None):

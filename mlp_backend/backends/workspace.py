@@ -14,17 +14,22 @@ from mlp_backend.backends.numpy_ops import FlatDict, flat_layout
 
 
 class Workspace:
-    """Buffers for batches of ``n`` rows of a network of layer widths ``sizes``: per layer
-    ``z`` (pre-activations; hidden layers keep their activations there, in place), ``delta``
-    (dL/dz), ``mask`` (relu masks), ``gw``/``gb`` (gradients, views of one flat buffer laid
-    out like the parameters), plus the softmax output ``p``, two (n, 1) row buffers and the
-    loss's scratch (``loss_tmp`` like the output, ``scalar`` 0-d)."""
+    """Buffers for batches of ``n`` rows of a network of layer widths ``sizes`` and hidden
+    ``activations``: per layer ``z`` (pre-activations; hidden layers keep their activations
+    there, in place), ``delta`` (dL/dz), ``mask`` (relu masks), ``tmp`` (the derivative's
+    scratch of each hidden layer that is not relu), ``gw``/``gb`` (gradients, views of one flat
+    buffer laid out like the parameters), ``gwt`` (each weight gradient's transpose, where the
+    kernels compute it so: ``ops.tn_scratch``), plus the softmax output ``p``, two (n, 1) row
+    buffers and the loss's scratch (``loss_tmp`` like the output, ``scalar`` 0-d)."""
 
-    def __init__(self, ops, sizes, n: int, dtype, device, bool_dtype):
+    def __init__(self, ops, sizes, activations, n: int, dtype, device, bool_dtype):
         last = len(sizes) - 1
         self.z = {i: ops.empty((n, sizes[i]), dtype, device) for i in range(1, last + 1)}
         self.delta = {i: ops.empty((n, sizes[i]), dtype, device) for i in range(1, last + 1)}
         self.mask = {i: ops.empty((n, sizes[i]), bool_dtype, device) for i in range(1, last)}
+        self.tmp = {i: ops.empty((n, sizes[i]), dtype, device) for i in range(1, last) if activations[i - 1] != "relu"}
+        self.gwt = ({i: ops.empty((sizes[i], sizes[i - 1]), dtype, device) for i in range(1, last + 1)}
+                    if ops.tn_scratch else {})
         shapes = {}
         for i in range(1, last + 1):
             shapes[f"w{i}"], shapes[f"b{i}"] = (sizes[i - 1], sizes[i]), (sizes[i],)
@@ -52,7 +57,7 @@ class _NoBuffers:
         def __missing__(self, key):
             return None
 
-    z = delta = mask = gw = gb = _Nones()
+    z = delta = mask = tmp = gw = gwt = gb = _Nones()
     p = rows = loss_tmp = scalar = None
 
 
@@ -99,7 +104,7 @@ class LayerKernels:
 
     def grad_w(self, l, a, delta):
         r""":math:`\partial L/\partial W_l = a_{l-1}^\top \delta_l`."""
-        return self.ops.matmul_tn(a, delta, self.ws.gw[l])
+        return self.ops.matmul_tn(a, delta, self.ws.gw[l], self.ws.gwt.get(l))
 
     def grad_b(self, l, delta):
         r""":math:`\partial L/\partial b_l = \sum_i \delta_{l,i}`."""
@@ -111,7 +116,7 @@ class LayerKernels:
         out = g if self.ws is not NO_BUFFERS else None
         if act == "relu":  # a mask
             return self.ops.relu_backward(g, a, out, self.ws.mask[l])
-        return self.ops.activation_backward(act, g, a, out)
+        return self.ops.activation_backward(act, g, a, out, self.ws.tmp.get(l))
 
     def gradients(self, grads: dict) -> dict:
         """The gradients as handed to the optimizer: views of one flat buffer where buffered."""

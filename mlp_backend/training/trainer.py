@@ -220,9 +220,20 @@ class Trainer:
         self.graph_status = self._runner.status
         return self._runner
 
+    def _validation_rows(self, x):
+        """``prepare_inputs(x)``, made once and kept while the same array (the object itself,
+        kept alive here so that its id cannot be reused) comes back for this model's dtype and
+        device: the validation rows are the same every epoch, as the training rows are."""
+        key = (self.model.dtype_name, self.model.backend.label)
+        hit = self.__dict__.get("_val_rows")
+        if hit is None or hit[0] is not x or hit[1] != key:
+            hit = self._val_rows = (x, key, prepare_inputs(x, self.model))
+        return hit[2]
+
     def close(self) -> None:
         """Free the epoch runner kept between fits (on CUDA: its graph, buffers and cuBLAS
-        handle). Training again later simply builds a new one."""
+        handle) and the prepared validation rows. Training again later makes them anew."""
+        self.__dict__.pop("_val_rows", None)
         runner, self._runner, self._runner_key = self._runner, None, None
         if runner is not None:
             runner.close()
@@ -237,7 +248,7 @@ class Trainer:
                 loss_sum, correct = self.train_epoch(x, y, bar)
                 sums = [loss_sum, model.xp.astype(correct, model.dtype)]
                 if has_val:
-                    vl, vc = evaluate(model, x_val, y_val)
+                    vl, vc = evaluate(model, self._validation_rows(x_val), y_val)
                     sums += [vl, model.xp.astype(vc, model.dtype)]
                 values = backend.to_numpy(model.xp.stack(sums))  # the epoch's one host sync
                 if self.dist is not None:  # distributed: the training sums of all ranks (validation runs whole on each)
