@@ -371,3 +371,20 @@ def test_bias_gradient_gemv_equals_reduction():
     d = np.random.default_rng(0).normal(size=(128, 100)).astype(np.float32)
     np.testing.assert_allclose(ops.sum_rows(d, np.empty(100, np.float32)), d.sum(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ops.sum_rows(d), d.sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_weight_gradients_of_a_large_batch_take_the_transposed_product():
+    """matmul_tn with its (q, p) scratch on NumPy: from TN_MIN_ROWS rows the product is
+    computed as (b.T @ a).T (written into the scratch, then copied), below it directly; both
+    equal a.T @ b (bitwise with one OpenBLAS thread on this project's machines: the paper
+    presets train to the same bits as before, docs/benchmarks.md)."""
+    import array_api_compat.numpy as xp
+    from mlp_backend.backends.numpy_ops import TN_MIN_ROWS
+    ops = ops_for(xp)
+    rng = np.random.default_rng(0)
+    for n in (TN_MIN_ROWS - 1, TN_MIN_ROWS):
+        a, b = rng.normal(size=(n, 30)), rng.normal(size=(n, 7))
+        out, tmp = np.empty((30, 7)), np.full((7, 30), np.nan)
+        assert ops.matmul_tn(a, b, out, tmp) is out
+        np.testing.assert_allclose(out, a.T @ b, rtol=1e-12, atol=1e-12)
+        assert np.isnan(tmp).all() == (n < TN_MIN_ROWS)  # the scratch is used only from TN_MIN_ROWS rows
