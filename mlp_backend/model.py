@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 from mlp_backend import functional as F
-from mlp_backend.backends import FlatDict, flat_layout, get_backend, ops_for, to_numpy
+from mlp_backend.backends import flat_layout, get_backend, ops_for, to_numpy
+from mlp_backend.backends.numpy_ops import refill
 from mlp_backend.backends.workspace import LayerKernels, Workspace
 from mlp_backend.init import initialize
 from mlp_backend.backends.placement import check_device
@@ -162,10 +163,7 @@ class MLP:
         if old is None or old[0].layout != layout or old[2].dtype != self.dtype or not self.backend.owns(old[2]):
             p = self.flat_params()
         else:
-            for k, v in old[1].items():
-                if p[k] is not v:
-                    self.ops.copy_(v, p[k])
-            p = self.params = FlatDict(old[1], old[2], layout)
+            p = self.params = refill(old, p, self.ops)
         self._bound = (p, dict(p), p.flat)
         return p
 

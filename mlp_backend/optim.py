@@ -20,6 +20,7 @@ import math
 from typing import Callable
 
 from mlp_backend.backends import get_backend, ops_for
+from mlp_backend.backends.numpy_ops import refill
 
 
 class Optimizer:
@@ -72,9 +73,7 @@ class Optimizer:
         either way; nothing is read from the device and nothing syncs."""
         pf, gf = getattr(params, "flat", None), getattr(grads, "flat", None)
         if pf is not None and gf is not None and params.layout == grads.layout and ops.reuses_buffers:
-            if any(getattr(self.state.get(k), "layout", None) != params.layout or self.state[k].flat is None
-                   for k in self.buffer_names):
-                self.bind(params, ops)
+            self.bind(params, ops)  # a no-op while the state is the one bound last
             bufs = [self.state[kind].flat for kind in self.buffer_names]
             tmp, nd = self._scratch("__flat__", pf, ops), params.n_decay
             if self.weight_decay and nd:  # weights (the prefix) decayed, biases not
@@ -108,7 +107,6 @@ class Optimizer:
         too. Nothing to do where ``params`` is a plain dict (kernels without buffers)."""
         if getattr(params, "flat", None) is None or not ops.reuses_buffers:
             return
-        from mlp_backend.backends import FlatDict
         bound = self.__dict__.setdefault("_bound", {})
         flat = params.flat
         for kind in self.buffer_names:
@@ -117,15 +115,8 @@ class Optimizer:
                 continue  # untouched since the last bind
             mine = old is not None and old[0].layout == params.layout and old[2].dtype == flat.dtype \
                 and ops.same_device(old[2], flat)
-            if mine:  # copy what was loaded or replaced into the buffers bound before
-                views = old[1]
-                for k, v in views.items():
-                    src = (st or {}).get(k)
-                    if src is None:
-                        ops.fill_(v, 0)
-                    elif src is not v:
-                        ops.copy_(v, src)
-                st = FlatDict(views, old[2], params.layout)
+            if mine:  # what was loaded or replaced, copied into the buffers bound before
+                st = refill(old, st, ops)
             else:
                 st = ops.pack(params.layout, flat.dtype, ops.device_of(flat), st or None, order=list(params))
             self.state[kind] = st

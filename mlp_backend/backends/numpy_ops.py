@@ -82,6 +82,21 @@ def flat_layout(shapes: dict) -> tuple:
     return tuple((k, tuple(shapes[k])) for k in keys)
 
 
+def refill(bound: tuple, values, ops) -> FlatDict:
+    """``values`` in the flat buffer an earlier binding handed out, so that the buffer stays
+    put (a captured CUDA graph updates it): ``bound`` is (the FlatDict, its views, their flat
+    buffer); entries of ``values`` that are not those views are copied into them, missing ones
+    zeroed. Returns a FlatDict over the same buffer."""
+    d, views, flat = bound
+    for k, v in views.items():
+        src = (values or {}).get(k)
+        if src is None:
+            ops.fill_(v, 0)
+        elif src is not v:
+            ops.copy_(v, src)
+    return FlatDict(views, flat, d.layout)
+
+
 def n_decay(layout: tuple) -> int:
     """Length of the weight prefix of a :func:`flat_layout`."""
     return sum(_size(shape) for k, shape in layout if k.startswith("w"))

@@ -128,18 +128,21 @@ class Trainer:
             _, bounds, rows = self.dist.shard_epoch(n, self.batch_size, None, shuffle=False)
             batches = tuple(Batch(a, b - a, self.normalizer or r, r) for (a, b), r in zip(bounds, rows))
             return EpochPlan(batches, False, bounds[-1][1])
-        if self.batch_size is None or self.batch_size >= n:
+        if self._whole(n):
             return EpochPlan((Batch(0, n, self.normalizer, n),), True, n)
-        bs = self.batch_size
-        return EpochPlan(tuple(Batch(i, min(bs, n - i), self.normalizer, min(bs, n - i)) for i in range(0, n, bs)),
-                         False, n)
+        sizes = [(i, min(self.batch_size, n - i)) for i in range(0, n, self.batch_size)]
+        return EpochPlan(tuple(Batch(i, m, self.normalizer, m) for i, m in sizes), False, n)
+
+    def _whole(self, n: int) -> bool:
+        """Whether every epoch over ``n`` rows is one full batch (one process)."""
+        return self.batch_size is None or self.batch_size >= n
 
     def epoch_order(self, n: int):
         """This epoch's row order as host indices, drawn from the trainer's RNG (None for the
         full batch, which is used as it is)."""
         if self.dist is not None:
             return self.dist.shard_epoch(n, self.batch_size, self.rng, self.shuffle)[0]
-        if self.batch_size is None or self.batch_size >= n:
+        if self._whole(n):
             return None
         return self.rng.permutation(n) if self.shuffle else range(n)
 
